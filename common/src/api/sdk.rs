@@ -1,0 +1,1 @@
+//! The aws-sdk-kinesis adapter (being written).

@@ -1,0 +1,1 @@
+//! In-memory fakes (being written).

@@ -1,0 +1,1 @@
+//! A KCL-style consumer for Amazon Kinesis Data Streams (work in progress: see the README status).
