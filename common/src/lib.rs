@@ -27,7 +27,7 @@ pub use api::{
     ShardIteratorPosition, StreamStatus, StreamSummary, SubscribeToShardEvent, Subscription,
 };
 #[cfg(feature = "aws")]
-// pub use api::sdk::SdkKinesis;
+pub use api::sdk::SdkKinesis;
 pub use hash::{HashKey, HashKeyRange};
 pub use names::{ConsumerName, PartitionKey, ShardId, StreamName};
 pub use sequence::{ExtendedSequenceNumber, SequenceNumber};
