@@ -1,1 +1,0 @@
-//! In-memory fakes (being written).

@@ -1,0 +1,181 @@
+//! The shard map: which open shard owns a hash key, and the ranges of recently closed shards.
+//!
+//! Built from ListShards. Lookups are a binary search over the open shards' range ends, and
+//! never wait for a refresh: while a refresh runs, the pipeline keeps predicting with the map
+//! it has, and a wrong prediction is caught by the PutRecords answer (the shard that took the
+//! record differs from the predicted one).
+//!
+//! Closed shards' ranges are kept for [`CLOSED_SHARD_TTL`] after the shard was last seen, so
+//! that a wrong-shard answer can still be judged against the range of the shard that took the
+//! record (the KPL keeps them 60 s for the same reason, `shard_map.cc`).
+//!
+//! Invariant: the open shards' ranges do not overlap (Kinesis guarantees it; ranges that do
+//! are reported by [`ShardMap::new`] as an error rather than silently mis-routing).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use kinesis_common::{HashKey, HashKeyRange, Shard, ShardId};
+
+/// How long a closed shard's range is remembered after the last ListShards that showed it.
+pub(crate) const CLOSED_SHARD_TTL: Duration = Duration::from_secs(60);
+
+/// A snapshot of the stream's shards.
+#[derive(Debug, Clone)]
+pub(crate) struct ShardMap {
+    /// Open shards ordered by the end of their range.
+    open: Vec<(HashKeyRange, ShardId)>,
+    /// The range of every shard known, open or recently closed, with when it was last seen
+    /// closed (`None` while open).
+    ranges: HashMap<ShardId, (HashKeyRange, Option<Instant>)>,
+    updated_at: Instant,
+}
+
+/// ListShards gave open shards whose ranges overlap.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("open shards {first} and {second} have overlapping hash key ranges")]
+pub(crate) struct OverlappingShards {
+    first: ShardId,
+    second: ShardId,
+}
+
+impl ShardMap {
+    /// A map of `shards` (open and closed, as ListShards returns them) seen at `now`.
+    pub(crate) fn new(shards: &[Shard], now: Instant) -> Result<Self, OverlappingShards> {
+        let mut map = Self { open: Vec::new(), ranges: HashMap::new(), updated_at: now };
+        map.update(shards, now)?;
+        Ok(map)
+    }
+
+    /// Replaces the open shards with those of `shards` and remembers the closed ones; forgets
+    /// closed shards not seen for [`CLOSED_SHARD_TTL`]. On error the map is unchanged.
+    pub(crate) fn update(
+        &mut self,
+        shards: &[Shard],
+        now: Instant,
+    ) -> Result<(), OverlappingShards> {
+        let mut open: Vec<(HashKeyRange, ShardId)> =
+            shards.iter().filter(|s| s.is_open()).map(|s| (s.hash_range, s.id.clone())).collect();
+        open.sort_by_key(|(range, _)| range.end());
+        if let Some(w) = open.windows(2).find(|w| w[0].0.overlaps(&w[1].0)) {
+            return Err(OverlappingShards { first: w[0].1.clone(), second: w[1].1.clone() });
+        }
+        // Shards that were open before and are gone from the answer count as closed now.
+        for (_, closed_at) in self.ranges.values_mut() {
+            closed_at.get_or_insert(now);
+        }
+        for shard in shards {
+            let closed_at = if shard.is_open() { None } else { Some(now) };
+            self.ranges.insert(shard.id.clone(), (shard.hash_range, closed_at));
+        }
+        self.ranges.retain(|_, (_, closed_at)| {
+            closed_at.is_none_or(|at| now.saturating_duration_since(at) < CLOSED_SHARD_TTL)
+        });
+        self.open = open;
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// The open shard whose range holds `key`; `None` if no open shard does (a gap while the
+    /// stream reshards, or an empty map).
+    pub(crate) fn shard_for(&self, key: HashKey) -> Option<&ShardId> {
+        let at = self.open.partition_point(|(range, _)| range.end() < key);
+        self.open.get(at).filter(|(range, _)| range.contains(key)).map(|(_, id)| id)
+    }
+
+    /// The range of an open or recently closed shard.
+    pub(crate) fn range(&self, shard: &ShardId) -> Option<HashKeyRange> {
+        self.ranges.get(shard).map(|(range, _)| *range)
+    }
+
+    /// Whether the map believes `shard` is open.
+    pub(crate) fn is_open(&self, shard: &ShardId) -> bool {
+        self.ranges.get(shard).is_some_and(|(_, closed)| closed.is_none())
+    }
+
+    /// The open shards, ordered by hash range.
+    pub(crate) fn open_shards(&self) -> impl Iterator<Item = &ShardId> {
+        self.open.iter().map(|(_, id)| id)
+    }
+
+    /// When the map was last built from ListShards.
+    pub(crate) fn updated_at(&self) -> Instant {
+        self.updated_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kinesis_common::SequenceNumber;
+    use proptest::prelude::*;
+
+    fn shard(id: u32, start: u128, end: u128, open: bool) -> Shard {
+        Shard {
+            id: ShardId::new(format!("shardId-{id:012}")).unwrap(),
+            parent: None,
+            adjacent_parent: None,
+            hash_range: HashKeyRange::new(HashKey(start), HashKey(end)).unwrap(),
+            starting_sequence: SequenceNumber::new("1").unwrap(),
+            ending_sequence: (!open).then(|| SequenceNumber::new("9").unwrap()),
+        }
+    }
+
+    fn even(n: u32) -> Vec<Shard> {
+        let step = u128::MAX / u128::from(n);
+        (0..n)
+            .map(|i| {
+                let start = step * u128::from(i) + u128::from(i > 0);
+                let end = if i + 1 == n { u128::MAX } else { step * u128::from(i + 1) };
+                shard(i, start, end, true)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lookups_find_the_owning_open_shard_at_every_boundary() {
+        let shards = even(4);
+        let map = ShardMap::new(&shards, Instant::now()).unwrap();
+        for s in &shards {
+            assert_eq!(map.shard_for(s.hash_range.start()), Some(&s.id));
+            assert_eq!(map.shard_for(s.hash_range.end()), Some(&s.id));
+        }
+    }
+
+    #[test]
+    fn a_split_parent_is_remembered_but_not_predicted() {
+        let t0 = Instant::now();
+        let mut map = ShardMap::new(&[shard(0, 0, u128::MAX, true)], t0).unwrap();
+        let split =
+            [shard(0, 0, u128::MAX, false), shard(1, 0, 99, true), shard(2, 100, u128::MAX, true)];
+        map.update(&split, t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!(map.shard_for(HashKey(5)).map(ShardId::as_str), Some("shardId-000000000001"));
+        assert!(!map.is_open(&split[0].id));
+        assert_eq!(map.range(&split[0].id), Some(HashKeyRange::FULL));
+        // Forgotten once the TTL has passed without seeing it again.
+        map.update(&split[1..], t0 + Duration::from_secs(1) + CLOSED_SHARD_TTL).unwrap();
+        assert_eq!(map.range(&split[0].id), None);
+        assert!(map.range(&split[1].id).is_some());
+    }
+
+    #[test]
+    fn a_gap_predicts_nothing_and_overlaps_are_refused() {
+        let map = ShardMap::new(&[shard(0, 0, 10, true), shard(1, 20, 30, true)], Instant::now())
+            .unwrap();
+        assert_eq!(map.shard_for(HashKey(15)), None);
+        assert_eq!(map.shard_for(HashKey(31)), None);
+        let err = ShardMap::new(&[shard(0, 0, 10, true), shard(1, 10, 30, true)], Instant::now())
+            .unwrap_err();
+        assert!(err.to_string().contains("overlapping"));
+    }
+
+    proptest! {
+        #[test]
+        fn prediction_agrees_with_a_linear_scan(n in 1u32..40, key in any::<u128>()) {
+            let shards = even(n);
+            let map = ShardMap::new(&shards, Instant::now()).unwrap();
+            let want = shards.iter().find(|s| s.hash_range.contains(HashKey(key))).map(|s| &s.id);
+            prop_assert_eq!(map.shard_for(HashKey(key)), want);
+        }
+    }
+}
