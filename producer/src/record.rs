@@ -1,0 +1,313 @@
+//! What a caller hands to the producer and what it gets back: [`Record`], [`Receipt`],
+//! [`Delivery`] and the errors that hand a record back.
+//!
+//! Invariant: every record accepted by `send` resolves its [`Receipt`] exactly once, to a
+//! [`Delivery`] or to a [`DeliveryError`] that carries the record, even if the pipeline stops
+//! abnormally (see `Pending`'s `Drop`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kinesis_common::{ApiError, HashKey, PartitionKey, SequenceNumber, ShardId, ValidationError};
+use tokio::sync::oneshot;
+
+/// A user record: a partition key, an optional explicit hash key, and data.
+///
+/// The key and hash key are checked when the record is sent (see [`SendError::Invalid`]), so a
+/// record can be built from untrusted input without a `Result` at every step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The partition key: 1 to 256 Unicode characters.
+    pub partition_key: String,
+    /// An explicit hash key, a decimal integer in `0..=2^128-1`, that places the record instead
+    /// of the partition key's MD5.
+    pub explicit_hash_key: Option<String>,
+    /// The data blob.
+    pub data: Bytes,
+}
+
+impl Record {
+    /// A record placed by its partition key.
+    pub fn new(partition_key: impl Into<String>, data: impl Into<Bytes>) -> Self {
+        Self { partition_key: partition_key.into(), explicit_hash_key: None, data: data.into() }
+    }
+
+    /// The same record, placed by an explicit hash key (decimal) instead.
+    pub fn with_explicit_hash_key(mut self, hash_key: impl Into<String>) -> Self {
+        self.explicit_hash_key = Some(hash_key.into());
+        self
+    }
+
+    /// Data plus partition key bytes: what Kinesis counts against the record size limit.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+}
+
+/// A record that passed the checks at `send`, with its hash key computed once.
+#[derive(Debug, Clone)]
+pub(crate) struct ValidRecord {
+    pub(crate) partition_key: PartitionKey,
+    pub(crate) explicit_hash_key: Option<HashKey>,
+    pub(crate) hash_key: HashKey,
+    pub(crate) data: Bytes,
+}
+
+impl ValidRecord {
+    /// Checks the record against Kinesis' rules and the producer's size limit.
+    pub(crate) fn new(record: Record, max_record_size: usize) -> Result<Self, SendError> {
+        let size = record.size();
+        if size > max_record_size {
+            return Err(SendError::Invalid {
+                reason: InvalidRecord::TooLarge { size, limit: max_record_size },
+                record,
+            });
+        }
+        let partition_key = match PartitionKey::new(record.partition_key.as_str()) {
+            Ok(key) => key,
+            Err(e) => return Err(SendError::Invalid { reason: InvalidRecord::Key(e), record }),
+        };
+        let explicit_hash_key = match record.explicit_hash_key.as_deref().map(HashKey::from_decimal)
+        {
+            None => None,
+            Some(Ok(key)) => Some(key),
+            Some(Err(e)) => {
+                return Err(SendError::Invalid { reason: InvalidRecord::Key(e), record });
+            }
+        };
+        let hash_key =
+            explicit_hash_key.unwrap_or_else(|| HashKey::from_partition_key(&partition_key));
+        Ok(Self { partition_key, explicit_hash_key, hash_key, data: record.data })
+    }
+
+    /// The caller's record again, for errors that hand it back.
+    pub(crate) fn into_record(self) -> Record {
+        Record {
+            partition_key: self.partition_key.into_string(),
+            explicit_hash_key: self.explicit_hash_key.map(|k| k.to_string()),
+            data: self.data,
+        }
+    }
+
+    /// Data plus partition key bytes.
+    pub(crate) fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len_bytes()
+    }
+}
+
+/// Why a record was refused at `send`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidRecord {
+    /// Data plus partition key exceed the producer's `max_record_size`.
+    #[error(
+        "record is {size} bytes (data plus partition key), over the limit of {limit} bytes; \
+         split it, or raise the stream's maximum record size and the producer's max_record_size"
+    )]
+    TooLarge {
+        /// The record's size.
+        size: usize,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// The partition key or the explicit hash key is not valid.
+    #[error(transparent)]
+    Key(ValidationError),
+}
+
+/// `send` or `try_send` did not accept the record; the record comes back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The record breaks a Kinesis rule or the producer's size limit.
+    #[error("invalid record")]
+    Invalid {
+        /// What is wrong with it.
+        #[source]
+        reason: InvalidRecord,
+        /// The record.
+        record: Record,
+    },
+    /// The producer is shutting down or has stopped.
+    #[error("producer is closed")]
+    Closed {
+        /// The record.
+        record: Record,
+    },
+    /// `try_send` only: the outstanding byte or record budget is used up.
+    #[error("producer buffer is full")]
+    Full {
+        /// The record.
+        record: Record,
+    },
+}
+
+impl SendError {
+    /// The record that was not accepted.
+    pub fn into_record(self) -> Record {
+        match self {
+            Self::Invalid { record, .. } | Self::Closed { record } | Self::Full { record } => {
+                record
+            }
+        }
+    }
+}
+
+/// Where and how a record was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The shard that holds the record.
+    pub shard_id: ShardId,
+    /// The sequence number of the Kinesis record that carries it.
+    pub sequence_number: SequenceNumber,
+    /// The record's index inside the KPL aggregate, or `None` if it was sent on its own.
+    pub sub_sequence_number: Option<u64>,
+    /// How many PutRecords attempts it took (1 if the first succeeded).
+    pub attempts: u32,
+    /// Time from `send` to the successful answer.
+    pub latency: Duration,
+}
+
+/// A record accepted by `send` was not written; the record comes back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// The record's time to live ran out before a write succeeded.
+    #[error("record expired after {attempts} attempts")]
+    Expired {
+        /// The record.
+        record: Record,
+        /// PutRecords attempts made.
+        attempts: u32,
+        /// The last failure, if an attempt was made.
+        #[source]
+        last_error: Option<ApiError>,
+    },
+    /// Kinesis refused the record for a reason retrying cannot fix (invalid argument, unknown
+    /// stream, access denied), or throttled it while `fail_if_throttled` is set.
+    #[error("record rejected")]
+    Rejected {
+        /// The record.
+        record: Record,
+        /// PutRecords attempts made.
+        attempts: u32,
+        /// What Kinesis answered.
+        #[source]
+        error: ApiError,
+    },
+    /// The producer stopped before the record could be written (shutdown deadline passed, or
+    /// the pipeline stopped abnormally).
+    #[error("producer stopped before the record was written")]
+    Stopped {
+        /// The record.
+        record: Record,
+        /// PutRecords attempts made.
+        attempts: u32,
+    },
+}
+
+impl DeliveryError {
+    /// The record that was not written.
+    pub fn into_record(self) -> Record {
+        match self {
+            Self::Expired { record, .. }
+            | Self::Rejected { record, .. }
+            | Self::Stopped { record, .. } => record,
+        }
+    }
+
+    /// The record that was not written.
+    pub fn record(&self) -> &Record {
+        match self {
+            Self::Expired { record, .. }
+            | Self::Rejected { record, .. }
+            | Self::Stopped { record, .. } => record,
+        }
+    }
+
+    /// PutRecords attempts made for the record.
+    pub fn attempts(&self) -> u32 {
+        match self {
+            Self::Expired { attempts, .. }
+            | Self::Rejected { attempts, .. }
+            | Self::Stopped { attempts, .. } => *attempts,
+        }
+    }
+}
+
+/// The outcome of one record: await it for its [`Delivery`].
+///
+/// Dropping a receipt does not cancel the record; it is still written.
+#[derive(Debug)]
+#[must_use = "a receipt tells whether the record was written"]
+pub struct Receipt {
+    pub(crate) rx: oneshot::Receiver<Result<Delivery, DeliveryError>>,
+}
+
+impl Future for Receipt {
+    type Output = Result<Delivery, DeliveryError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| {
+            // The pipeline always answers: `Pending`'s Drop sends `Stopped` if nothing else did.
+            r.unwrap_or_else(|_| unreachable!("a pending record was dropped without an outcome"))
+        })
+    }
+}
+
+impl Receipt {
+    /// Blocks the thread until the outcome is known. For callers outside an async runtime;
+    /// panics if called from within one.
+    pub fn wait(self) -> Result<Delivery, DeliveryError> {
+        self.rx
+            .blocking_recv()
+            .unwrap_or_else(|_| unreachable!("a pending record was dropped without an outcome"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_records_come_back_with_a_reason_that_names_the_limit() {
+        let big = Record::new("k", vec![0u8; 2000]);
+        let err = ValidRecord::new(big.clone(), 1000).unwrap_err();
+        assert!(err.to_string().contains("invalid record"));
+        let SendError::Invalid { reason, record } = err else { panic!() };
+        assert!(reason.to_string().contains("over the limit of 1000 bytes"), "{reason}");
+        assert_eq!(record, big);
+
+        let empty_key = Record::new("", "x");
+        let reason = match ValidRecord::new(empty_key, 1000).unwrap_err() {
+            SendError::Invalid { reason, .. } => reason,
+            other => panic!("{other:?}"),
+        };
+        assert!(reason.to_string().contains("1 to 256"), "{reason}");
+
+        let long_key = Record::new("k".repeat(257), "x");
+        assert!(ValidRecord::new(long_key, 1000).is_err());
+
+        for bad in ["-1", "340282366920938463463374607431768211456", "12x"] {
+            let r = Record::new("k", "x").with_explicit_hash_key(bad);
+            let reason = match ValidRecord::new(r, 1000).unwrap_err() {
+                SendError::Invalid { reason, .. } => reason,
+                other => panic!("{other:?}"),
+            };
+            assert!(reason.to_string().contains("2^128-1"), "{bad}: {reason}");
+        }
+    }
+
+    #[test]
+    fn valid_records_round_trip_and_hash_once() {
+        let r = Record::new("key", "data").with_explicit_hash_key("42");
+        let v = ValidRecord::new(r.clone(), 1000).unwrap();
+        assert_eq!(v.hash_key, HashKey(42));
+        assert_eq!(v.into_record(), r);
+        let v = ValidRecord::new(Record::new("a", "x"), 1000).unwrap();
+        assert_eq!(v.hash_key, HashKey::from_partition_key(&PartitionKey::new("a").unwrap()));
+    }
+}
