@@ -34,8 +34,7 @@ async fn sequence_numbers_increase() {
 
 #[tokio::test(start_paused = true)]
 async fn explicit_hash_key_routes_to_owning_shard() {
-    contract::explicit_hash_key_routes_to_owning_shard(&FakeKinesis::new(), &name("routing"))
-        .await;
+    contract::explicit_hash_key_routes_to_owning_shard(&FakeKinesis::new(), &name("routing")).await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -326,8 +326,7 @@ impl FakeKinesis {
         &self,
         operation: impl FnOnce(&mut State, Instant) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let result = operation(&mut self.inner.lock(), Instant::now());
-        result
+        operation(&mut self.inner.lock(), Instant::now())
     }
 
     /// Like [`run`](Self::run), for operations that change what subscriptions may see.

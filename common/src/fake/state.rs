@@ -534,15 +534,15 @@ impl State {
         let index = shard_of(stream, shard)?;
         let start = stream.position(index, position)?;
         let lease_key = (consumer.clone(), index);
-        if let Some(lease) = stream.subscriptions.get(&lease_key) {
-            if now.saturating_duration_since(lease.started) < RESUBSCRIBE_WINDOW {
-                return Err(in_use(format!(
-                    "Another active subscription exists for consumer {consumer_arn} on shard \
-                     {shard}; a new one may take over {} seconds after the last successful \
-                     SubscribeToShard.",
-                    RESUBSCRIBE_WINDOW.as_secs()
-                )));
-            }
+        if let Some(lease) = stream.subscriptions.get(&lease_key)
+            && now.saturating_duration_since(lease.started) < RESUBSCRIBE_WINDOW
+        {
+            return Err(in_use(format!(
+                "Another active subscription exists for consumer {consumer_arn} on shard \
+                 {shard}; a new one may take over {} seconds after the last successful \
+                 SubscribeToShard.",
+                RESUBSCRIBE_WINDOW.as_secs()
+            )));
         }
         self.next_subscription += 1;
         let id = self.next_subscription;
@@ -570,7 +570,7 @@ impl State {
             .ok()
             .filter(|s| s.generation == key.generation)
             .ok_or_else(|| stream_not_found(&key.stream))?;
-        if !stream.consumers.get(&key.consumer).is_some_and(|c| c.arn == key.consumer_arn) {
+        if stream.consumers.get(&key.consumer).is_none_or(|c| c.arn != key.consumer_arn) {
             return Err(consumer_not_found(&key.consumer_arn));
         }
         let lease = stream.subscriptions.get(&(key.consumer.clone(), key.shard));

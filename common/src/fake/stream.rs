@@ -195,12 +195,11 @@ impl StreamState {
             Lifecycle::Creating { until } | Lifecycle::Updating { until, .. } => now >= *until,
             Lifecycle::Active => false,
         };
-        if due {
-            if let Lifecycle::Updating { change, .. } =
+        if due
+            && let Lifecycle::Updating { change, .. } =
                 std::mem::replace(&mut self.lifecycle, Lifecycle::Active)
-            {
-                self.apply(change);
-            }
+        {
+            self.apply(change);
         }
     }
 
