@@ -146,11 +146,11 @@ impl Aggregator {
             return vec![self.single(Some(key.shard), pending)];
         }
         let mut out = Vec::new();
-        if let Some(buffer) = self.buffers.get(&key) {
-            if buffer.builder.encoded_len_with(&user) > limit {
-                let buffer = self.buffers.remove(&key).expect("present");
-                out.push(self.close(key.clone(), buffer));
-            }
+        if let Some(buffer) = self.buffers.get(&key)
+            && buffer.builder.encoded_len_with(&user) > limit
+        {
+            let buffer = self.buffers.remove(&key).expect("present");
+            out.push(self.close(key.clone(), buffer));
         }
         let deadline = pending.deadline;
         if !self.buffers.contains_key(&key) {
@@ -226,11 +226,6 @@ impl Aggregator {
             self.deadlines.pop();
         }
         None
-    }
-
-    /// How many user records wait in open aggregates.
-    pub(crate) fn buffered(&self) -> usize {
-        self.buffers.values().map(|b| b.users.len()).sum()
     }
 
     fn close(&mut self, key: BufferKey, buffer: Buffer) -> KinesisEntry {

@@ -29,6 +29,8 @@ pub(crate) trait Collectable {
 #[derive(Debug)]
 pub(crate) struct Batch<T> {
     pub(crate) items: Vec<T>,
+    /// Data plus partition keys of all items.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) bytes: usize,
 }
 
@@ -96,6 +98,7 @@ impl<T: Collectable> Collector<T> {
     }
 
     /// How many items wait.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.items.len()
     }

@@ -33,9 +33,9 @@ pub struct Compression {
     pub min_size: usize,
 }
 
-/// The producer's settings. Build with [`ProducerConfig::default`] and change fields.
+/// The producer's settings. Start from [`ProducerConfig::default`] and change fields:
+/// `ProducerConfig { record_ttl: Duration::from_secs(10), ..ProducerConfig::default() }`.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ProducerConfig {
     /// How long a record may wait in buffers before it is sent (KPL `RecordMaxBufferedTime`,
     /// default 100 ms).

@@ -161,6 +161,7 @@ impl Limiter {
     }
 
     /// The share of the ceiling in force for the shard (1.0 for a shard never seen).
+    #[cfg(test)]
     pub(crate) fn share(&self, shard: &ShardId) -> f64 {
         self.shards.get(shard).map_or(1.0, |s| s.share)
     }

@@ -105,17 +105,6 @@ impl Pending {
             DeliveryError::Rejected { record: self.take_record(), attempts: self.attempts, error };
         self.answer(Err(error));
     }
-
-    /// Answers that the producer stopped first.
-    pub(crate) fn stop(mut self) {
-        let error = DeliveryError::Stopped { record: self.take_record(), attempts: self.attempts };
-        self.answer(Err(error));
-    }
-
-    /// Whether the receipt has been answered already.
-    pub(crate) fn is_answered(&self) -> bool {
-        self.reply.is_none()
-    }
 }
 
 impl Drop for Pending {

@@ -92,16 +92,6 @@ impl ShardMap {
     pub(crate) fn is_open(&self, shard: &ShardId) -> bool {
         self.ranges.get(shard).is_some_and(|(_, closed)| closed.is_none())
     }
-
-    /// The open shards, ordered by hash range.
-    pub(crate) fn open_shards(&self) -> impl Iterator<Item = &ShardId> {
-        self.open.iter().map(|(_, id)| id)
-    }
-
-    /// When the map was last built from ListShards.
-    pub(crate) fn updated_at(&self) -> Instant {
-        self.updated_at
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,690 @@
+//! The pipeline task: the one owner of the producer's state, feeding the pure policies and
+//! doing the I/O.
+//!
+//! ```text
+//! inbox -> ShardMap::shard_for -> Aggregator -> per-shard Limiter queue -> Collector
+//!       -> PutRecords (at most max_in_flight_requests at once) -> retrier::classify
+//!            Delivered  -> answer every user record
+//!            Retry      -> back to the limiter queue after a jittered backoff within the TTL
+//!            WrongShard -> refresh the shard map, then route every user record again
+//!            Reject     -> answer every user record with the error
+//! ```
+//!
+//! Invariants: every user record that enters the pipeline is answered exactly once (see
+//! `Pending`); a flush answers once every record that entered before it is answered; the
+//! pipeline stops only when asked to (or when every handle is gone) and nothing is left.
+//! Shard map refreshes run on their own task, so routing never waits for ListShards.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kinesis_common::backoff::Backoff;
+use kinesis_common::{
+    ApiError, ApiErrorKind, KinesisApi, PutRecordsOutcome, Shard, ShardId, StreamName,
+};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+
+use crate::aggregator::{Aggregator, KinesisEntry};
+use crate::collector::{Batch, Collector};
+use crate::config::ProducerConfig;
+use crate::limiter::{Limiter, ShardRate};
+use crate::metrics::Counters;
+use crate::pending::Pending;
+use crate::retrier::{self, Verdict};
+use crate::shard_map::ShardMap;
+
+/// The clock of the pipeline: tokio's, so that tests under paused time are deterministic.
+pub(crate) fn clock() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// What the producer handles send to the pipeline.
+// Nearly every command is a record: boxing it would cost an allocation per record.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Command {
+    Record(Pending),
+    Flush(oneshot::Sender<()>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Something waiting for its retry time.
+#[derive(Debug)]
+enum Retry {
+    /// A Kinesis record to send again as it is.
+    Entry(KinesisEntry),
+    /// A user record to route again (its aggregate had to be broken up).
+    Route(Pending),
+}
+
+/// How many inbox commands are taken per turn before the timers are looked at again.
+const INBOX_BATCH: usize = 4096;
+
+pub(crate) struct Pipeline {
+    api: Arc<dyn KinesisApi>,
+    stream: StreamName,
+    config: ProducerConfig,
+    counters: Arc<Counters>,
+    inbox: mpsc::UnboundedReceiver<Command>,
+    inbox_open: bool,
+
+    map: ShardMap,
+    aggregator: Aggregator,
+    limiter: Limiter,
+    /// Kinesis records waiting for their shard's limiter, per predicted shard.
+    queues: HashMap<ShardId, VecDeque<KinesisEntry>>,
+    limiter_wake: Option<Instant>,
+    collector: Collector<KinesisEntry>,
+    ready: VecDeque<Batch<KinesisEntry>>,
+    requests: HashMap<u64, Vec<KinesisEntry>>,
+    /// Which request each PutRecords task carries, to recover a task that panicked.
+    tasks: HashMap<tokio::task::Id, u64>,
+    in_flight: JoinSet<(u64, Instant, Result<Vec<PutRecordsOutcome>, ApiError>)>,
+    next_request: u64,
+    retries: BTreeMap<(Instant, u64), Retry>,
+    next_retry: u64,
+    backoff: Backoff,
+    rng: SmallRng,
+
+    /// Aggregates written to another shard than predicted, with that answer, waiting for a
+    /// fresh shard map to judge them by the actual shard's range.
+    awaiting_map: Vec<(KinesisEntry, PutRecordsOutcome)>,
+    refresh: JoinSet<Result<Vec<Shard>, ApiError>>,
+    refresh_wanted: bool,
+    refresh_failures: u32,
+    next_refresh: Instant,
+
+    generation: u64,
+    outstanding: BTreeMap<u64, usize>,
+    flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
+    shutdown_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl Pipeline {
+    pub(crate) fn new(
+        api: Arc<dyn KinesisApi>,
+        stream: StreamName,
+        config: ProducerConfig,
+        counters: Arc<Counters>,
+        inbox: mpsc::UnboundedReceiver<Command>,
+        map: ShardMap,
+    ) -> Self {
+        let now = clock();
+        let aggregator = Aggregator::new(
+            config.aggregation.clone(),
+            config.aggregation_max_count,
+            config.aggregation_max_size,
+            config.max_record_size,
+            config.aggregate_partition_key.clone(),
+            config.compression,
+        );
+        // A burst of a tenth of a second: enough to fill a request per shard without letting
+        // a quiet shard overrun its per-second limit.
+        let limiter = Limiter::new(
+            ShardRate::kinesis_limit_percent(config.rate_limit_percent),
+            Duration::from_millis(100),
+        );
+        let collector = Collector::new(config.collection_max_count, config.collection_max_size);
+        let backoff = Backoff::new(config.retry_backoff.0, config.retry_backoff.1);
+        let next_refresh = now + config.shard_map_refresh_interval;
+        Self {
+            api,
+            stream,
+            config,
+            counters,
+            inbox,
+            inbox_open: true,
+            map,
+            aggregator,
+            limiter,
+            queues: HashMap::new(),
+            limiter_wake: None,
+            collector,
+            ready: VecDeque::new(),
+            requests: HashMap::new(),
+            tasks: HashMap::new(),
+            in_flight: JoinSet::new(),
+            next_request: 0,
+            retries: BTreeMap::new(),
+            next_retry: 0,
+            backoff,
+            rng: SmallRng::from_os_rng(),
+            awaiting_map: Vec::new(),
+            refresh: JoinSet::new(),
+            refresh_wanted: false,
+            refresh_failures: 0,
+            next_refresh,
+            generation: 0,
+            outstanding: BTreeMap::new(),
+            flush_waiters: Vec::new(),
+            shutdown_waiters: Vec::new(),
+        }
+    }
+
+    /// Runs until shut down (or every handle is dropped) and nothing is left in flight.
+    pub(crate) async fn run(mut self) {
+        loop {
+            let now = clock();
+            self.advance(now);
+            if self.finished() {
+                break;
+            }
+            let wake = self.next_wake(now);
+            tokio::select! {
+                biased;
+                Some(joined) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
+                    match joined {
+                        Ok((task, (id, started, result))) => {
+                            self.tasks.remove(&task);
+                            self.on_response(id, started, result);
+                        }
+                        // The request task panicked: nothing is known about the write, so its
+                        // records are retried (duplicates possible, loss not).
+                        Err(e) => {
+                            warn!(error = %e, "PutRecords task failed; retrying its records");
+                            if let Some(id) = self.tasks.remove(&e.id()) {
+                                let error = ApiError::new(ApiErrorKind::Transient, "PutRecords task stopped");
+                                self.on_response(id, clock(), Err(error));
+                            }
+                        }
+                    }
+                }
+                Some(joined) = self.refresh.join_next(), if !self.refresh.is_empty() => {
+                    let result = joined.unwrap_or_else(|e| Err(ApiError::new(ApiErrorKind::Other, e.to_string())));
+                    self.on_shards(result);
+                }
+                command = self.inbox.recv(), if self.inbox_open => match command {
+                    Some(command) => {
+                        self.on_command(command);
+                        for _ in 1..INBOX_BATCH {
+                            match self.inbox.try_recv() {
+                                Ok(command) => self.on_command(command),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    // Every handle is gone: behave as a shutdown nobody waits for.
+                    None => self.inbox_open = false,
+                },
+                () = sleep_until(wake) => {}
+            }
+        }
+        for waiter in self.flush_waiters.drain(..) {
+            let _ = waiter.1.send(());
+        }
+        for waiter in self.shutdown_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
+    fn closing(&self) -> bool {
+        !self.inbox_open || !self.shutdown_waiters.is_empty()
+    }
+
+    /// Whether buffers should be sent now rather than at their deadlines.
+    fn eager(&self) -> bool {
+        self.closing() || !self.flush_waiters.is_empty()
+    }
+
+    /// Done once the inbox is closed and drained (shutdown, or every handle dropped) and every
+    /// record that came in has been answered.
+    fn finished(&self) -> bool {
+        !self.inbox_open && self.outstanding.is_empty() && self.in_flight.is_empty()
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Record(mut pending) => {
+                pending.generation = self.generation;
+                *self.outstanding.entry(self.generation).or_default() += 1;
+                self.route(pending, clock());
+            }
+            Command::Flush(reply) => {
+                let generation = self.generation;
+                self.generation += 1;
+                if self.outstanding.range(..=generation).next().is_none() {
+                    let _ = reply.send(());
+                } else {
+                    self.flush_waiters.push((generation, reply));
+                }
+            }
+            Command::Shutdown(reply) => {
+                // Stop taking records: whatever is already in the inbox is still handled.
+                self.inbox.close();
+                self.shutdown_waiters.push(reply);
+            }
+        }
+    }
+
+    /// Sends a user record toward its predicted shard.
+    fn route(&mut self, pending: Pending, now: Instant) {
+        if now >= pending.expires_at {
+            self.expire(vec![pending]);
+            return;
+        }
+        let shard = self.map.shard_for(pending.record.hash_key).cloned();
+        for entry in self.aggregator.add(shard, pending) {
+            self.enqueue(entry, false);
+        }
+    }
+
+    fn enqueue(&mut self, entry: KinesisEntry, front: bool) {
+        match entry.predicted.clone() {
+            Some(shard) => {
+                let queue = self.queues.entry(shard).or_default();
+                if front { queue.push_front(entry) } else { queue.push_back(entry) }
+            }
+            // No prediction, no limiter: Kinesis places it and its answer is right by definition.
+            None => self.collect(entry),
+        }
+    }
+
+    fn collect(&mut self, entry: KinesisEntry) {
+        let batches = self.collector.push(entry);
+        self.ready.extend(batches);
+    }
+
+    /// Moves everything that is due one stage on, and starts requests.
+    fn advance(&mut self, now: Instant) {
+        let due: Vec<_> = {
+            let later = self.retries.split_off(&(now, u64::MAX));
+            std::mem::replace(&mut self.retries, later).into_values().collect()
+        };
+        for retry in due {
+            self.on_retry_due(retry, now);
+        }
+        if now >= self.next_refresh {
+            self.refresh_wanted = true;
+            self.next_refresh = now + self.config.shard_map_refresh_interval;
+        }
+        self.start_refresh();
+        self.expire_awaiting_map(now);
+
+        let eager = self.eager();
+        let closed = if eager { self.aggregator.flush() } else { self.aggregator.poll(now) };
+        for entry in closed {
+            self.enqueue(entry, false);
+        }
+        self.drain_queues(now);
+        if eager {
+            self.ready.extend(self.collector.flush());
+        } else if let Some(batch) = self.collector.poll(now) {
+            self.ready.push_back(batch);
+        }
+        while self.in_flight.len() < self.config.max_in_flight_requests {
+            let Some(batch) = self.ready.pop_front() else { break };
+            self.send(batch.items, now);
+        }
+    }
+
+    /// Lets each shard's queue through its limiter as far as the tokens go.
+    fn drain_queues(&mut self, now: Instant) {
+        self.limiter_wake = None;
+        let shards: Vec<ShardId> = self.queues.keys().cloned().collect();
+        for shard in shards {
+            while let Some(queue) = self.queues.get_mut(&shard) {
+                let Some(front) = queue.front() else {
+                    self.queues.remove(&shard);
+                    break;
+                };
+                if now >= front.expires_at() {
+                    let entry = queue.pop_front().expect("front exists");
+                    self.split_expired(entry, now);
+                    continue;
+                }
+                match self.limiter.try_acquire(&shard, 1, front.entry.size(), now) {
+                    Ok(()) => {
+                        let entry = queue.pop_front().expect("front exists");
+                        self.collect(entry);
+                    }
+                    Err(wait) => {
+                        let at = now + wait;
+                        self.limiter_wake = Some(self.limiter_wake.map_or(at, |w| w.min(at)));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, mut entries: Vec<KinesisEntry>, now: Instant) {
+        let id = self.next_request;
+        self.next_request += 1;
+        let request: Vec<_> = entries
+            .iter_mut()
+            .map(|e| {
+                e.attempts += 1;
+                for user in &mut e.users {
+                    user.attempts += 1;
+                }
+                e.entry.clone()
+            })
+            .collect();
+        self.requests.insert(id, entries);
+        let api = Arc::clone(&self.api);
+        let stream = self.stream.clone();
+        let timeout = self.config.request_timeout;
+        let task = self.in_flight.spawn(async move {
+            let result = match tokio::time::timeout(timeout, api.put_records(&stream, request))
+                .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(ApiError::new(
+                    ApiErrorKind::Transient,
+                    format!("PutRecords timed out after {timeout:?}; it may still have succeeded"),
+                )),
+            };
+            (id, now, result)
+        });
+        self.tasks.insert(task.id(), id);
+    }
+
+    fn on_response(
+        &mut self,
+        id: u64,
+        started: Instant,
+        result: Result<Vec<PutRecordsOutcome>, ApiError>,
+    ) {
+        let now = clock();
+        let Some(entries) = self.requests.remove(&id) else { return };
+        self.counters.request(entries.len(), now.saturating_duration_since(started));
+        match result {
+            Ok(outcomes) if outcomes.len() == entries.len() => {
+                for (entry, outcome) in entries.into_iter().zip(&outcomes) {
+                    let verdict = retrier::classify(
+                        &entry,
+                        outcome,
+                        &self.map,
+                        self.config.fail_if_throttled,
+                    );
+                    self.apply(entry, verdict, now);
+                }
+            }
+            Ok(outcomes) => {
+                let error = ApiError::new(
+                    ApiErrorKind::Transient,
+                    format!(
+                        "PutRecords answered {} results for {} records",
+                        outcomes.len(),
+                        entries.len()
+                    ),
+                );
+                for entry in entries {
+                    self.apply(entry, Verdict::Retry { error: error.clone() }, now);
+                }
+            }
+            Err(error) => {
+                debug!(%error, records = entries.len(), "PutRecords request failed");
+                let verdict = retrier::classify_error(&error, self.config.fail_if_throttled);
+                for entry in entries {
+                    self.apply(entry, verdict.clone(), now);
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, entry: KinesisEntry, verdict: Verdict, now: Instant) {
+        match verdict {
+            Verdict::Delivered { shard_id, sequence_number, refresh_map } => {
+                if refresh_map {
+                    self.refresh_wanted = true;
+                }
+                let latencies: Vec<Duration> = entry
+                    .users
+                    .iter()
+                    .map(|p| now.saturating_duration_since(p.accepted_at))
+                    .collect();
+                self.counters.put(entry.users.len(), entry.entry.size(), &latencies);
+                let aggregated = entry.aggregated;
+                for (index, user) in entry.users.into_iter().enumerate() {
+                    let generation = user.generation;
+                    let sub = aggregated.then_some(index as u64);
+                    user.deliver(shard_id.clone(), sequence_number.clone(), sub, now);
+                    self.resolved(generation);
+                }
+            }
+            Verdict::WrongShard { shard_id, sequence_number } => {
+                debug!(predicted = ?entry.predicted, actual = %shard_id, "aggregate written to another shard; judging it after a shard map refresh");
+                self.refresh_wanted = true;
+                let outcome = PutRecordsOutcome::Written { shard_id, sequence_number };
+                self.awaiting_map.push((entry, outcome));
+            }
+            Verdict::Retry { error } => {
+                let throttled = error.kind() == ApiErrorKind::Throttled;
+                if throttled && let Some(shard) = &entry.predicted {
+                    self.limiter.on_throttled(shard, now);
+                }
+                if matches!(error.kind(), ApiErrorKind::NotFound) {
+                    self.refresh_wanted = true;
+                }
+                self.counters.retry(error.code().unwrap_or("none"), throttled);
+                self.schedule_retry(entry, error, now);
+            }
+            Verdict::Reject { error } => {
+                let code = error.code().unwrap_or("none").to_owned();
+                self.counters.rejected(entry.users.len(), &code);
+                for user in entry.users {
+                    let generation = user.generation;
+                    user.reject(error.clone());
+                    self.resolved(generation);
+                }
+            }
+        }
+    }
+
+    fn schedule_retry(&mut self, mut entry: KinesisEntry, error: ApiError, now: Instant) {
+        for user in &mut entry.users {
+            user.last_error = Some(error.clone());
+        }
+        let Some(entry) = self.split_expired(entry, now) else { return };
+        let remaining = entry.expires_at().saturating_duration_since(now);
+        let attempt = entry.attempts.saturating_sub(1);
+        match self.backoff.delay_within(attempt, remaining, &mut self.rng) {
+            Some(delay) => {
+                let at = now + delay;
+                let key = (at, self.next_retry);
+                self.next_retry += 1;
+                self.retries.insert(key, Retry::Entry(entry));
+            }
+            None => self.expire(entry.users),
+        }
+    }
+
+    /// Answers the expired user records of an entry. The rest come back as the same entry if
+    /// nothing changed, or are routed again individually if an aggregate lost members (its
+    /// data must be rebuilt). Returns the entry when it is still whole.
+    fn split_expired(&mut self, mut entry: KinesisEntry, now: Instant) -> Option<KinesisEntry> {
+        if entry.users.iter().all(|u| now < u.expires_at) {
+            return Some(entry);
+        }
+        let (expired, alive): (Vec<_>, Vec<_>) =
+            entry.users.drain(..).partition(|u| now >= u.expires_at);
+        self.expire(expired);
+        if entry.aggregated {
+            for user in alive {
+                self.schedule_route(user, now);
+            }
+            None
+        } else {
+            entry.users = alive;
+            (!entry.users.is_empty()).then_some(entry)
+        }
+    }
+
+    /// Routes a user record again after a backoff.
+    fn schedule_route(&mut self, user: Pending, now: Instant) {
+        let remaining = user.expires_at.saturating_duration_since(now);
+        match self.backoff.delay_within(user.attempts.saturating_sub(1), remaining, &mut self.rng) {
+            Some(delay) => {
+                let key = (now + delay, self.next_retry);
+                self.next_retry += 1;
+                self.retries.insert(key, Retry::Route(user));
+            }
+            None => self.expire(vec![user]),
+        }
+    }
+
+    fn on_retry_due(&mut self, retry: Retry, now: Instant) {
+        match retry {
+            Retry::Entry(mut entry) => {
+                let stale = entry.predicted.as_ref().is_some_and(|s| !self.map.is_open(s));
+                if stale && entry.aggregated {
+                    // Its shard has closed: the records belong to the children now.
+                    for user in entry.users {
+                        self.route(user, now);
+                    }
+                } else {
+                    entry.deadline = now;
+                    if stale {
+                        entry.predicted =
+                            self.map.shard_for(entry.users[0].record.hash_key).cloned();
+                    }
+                    self.enqueue(entry, true);
+                }
+            }
+            Retry::Route(user) => self.route(user, now),
+        }
+    }
+
+    fn expire(&mut self, users: Vec<Pending>) {
+        if users.is_empty() {
+            return;
+        }
+        self.counters.expired(users.len());
+        for user in users {
+            let generation = user.generation;
+            user.expire();
+            self.resolved(generation);
+        }
+    }
+
+    fn expire_awaiting_map(&mut self, now: Instant) {
+        if self.awaiting_map.iter().any(|(e, _)| now >= e.expires_at()) {
+            let (expired, alive): (Vec<_>, Vec<_>) = std::mem::take(&mut self.awaiting_map)
+                .into_iter()
+                .partition(|(e, _)| now >= e.expires_at());
+            self.awaiting_map = alive;
+            for (entry, _) in expired {
+                self.split_expired(entry, now);
+            }
+        }
+    }
+
+    /// Judges an aggregate written to another shard than predicted, now that the shard map
+    /// is fresh: delivered if every user record lies in the actual shard's range, else every
+    /// user record is routed again (the KCL drops the whole aggregate on that shard).
+    fn judge_wrong_shard(&mut self, entry: KinesisEntry, outcome: PutRecordsOutcome, now: Instant) {
+        match retrier::classify(&entry, &outcome, &self.map, self.config.fail_if_throttled) {
+            Verdict::WrongShard { shard_id, .. } => {
+                self.counters.wrong_shard();
+                let error = ApiError::new(
+                    ApiErrorKind::Other,
+                    format!(
+                        "written to {shard_id}, which does not own every record of the aggregate"
+                    ),
+                );
+                for mut user in entry.users {
+                    user.last_error = Some(error.clone());
+                    self.route(user, now);
+                }
+            }
+            verdict => self.apply(entry, verdict, now),
+        }
+    }
+
+    /// Bookkeeping after a user record was answered: flush waiters whose records are all
+    /// answered are released.
+    fn resolved(&mut self, generation: u64) {
+        if let Some(count) = self.outstanding.get_mut(&generation) {
+            *count -= 1;
+            if *count == 0 {
+                self.outstanding.remove(&generation);
+            }
+        }
+        let mut i = 0;
+        while i < self.flush_waiters.len() {
+            let generation = self.flush_waiters[i].0;
+            if self.outstanding.range(..=generation).next().is_none() {
+                let (_, reply) = self.flush_waiters.swap_remove(i);
+                let _ = reply.send(());
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn start_refresh(&mut self) {
+        if !self.refresh_wanted || !self.refresh.is_empty() {
+            return;
+        }
+        self.refresh_wanted = false;
+        let api = Arc::clone(&self.api);
+        let stream = self.stream.clone();
+        let delay = if self.refresh_failures == 0 {
+            Duration::ZERO
+        } else {
+            // ListShards failing: back off (KPL: 1 s growing to 30 s).
+            Backoff::new(Duration::from_secs(1), Duration::from_secs(30))
+                .delay(self.refresh_failures - 1, &mut self.rng)
+        };
+        self.refresh.spawn(async move {
+            tokio::time::sleep(delay).await;
+            api.list_shards(&stream).await
+        });
+    }
+
+    fn on_shards(&mut self, result: Result<Vec<Shard>, ApiError>) {
+        let now = clock();
+        let updated = match result {
+            Ok(shards) => self.map.update(&shards, now).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match updated {
+            Ok(()) => {
+                self.refresh_failures = 0;
+                let map = &self.map;
+                self.limiter.retain(|s| map.is_open(s));
+                for (entry, outcome) in std::mem::take(&mut self.awaiting_map) {
+                    self.judge_wrong_shard(entry, outcome, now);
+                }
+            }
+            Err(error) => {
+                warn!(%error, "shard map refresh failed; predicting with the old map");
+                self.refresh_failures += 1;
+                self.refresh_wanted = true;
+            }
+        }
+    }
+
+    fn next_wake(&mut self, now: Instant) -> Instant {
+        let far = now + Duration::from_secs(3600);
+        let mut wake = self.next_refresh.min(far);
+        if !self.eager() {
+            for at in [self.aggregator.next_deadline(), self.collector.next_deadline()]
+                .into_iter()
+                .flatten()
+            {
+                wake = wake.min(at);
+            }
+        }
+        if let Some(((at, _), _)) = self.retries.first_key_value() {
+            wake = wake.min(*at);
+        }
+        if let Some(at) = self.limiter_wake {
+            wake = wake.min(at);
+        }
+        if let Some(at) = self.awaiting_map.iter().map(|(e, _)| e.expires_at()).min() {
+            wake = wake.min(at);
+        }
+        wake.max(now)
+    }
+}
+
+async fn sleep_until(at: Instant) {
+    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+}

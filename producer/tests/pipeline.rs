@@ -1,0 +1,319 @@
+//! The producer pipeline against `FakeKinesis`, under paused tokio time: deliveries,
+//! partial failures, wrong-shard answers after a split, TTL expiry, flush, shutdown,
+//! backpressure and bad input.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kinesis_common::aggregation::deaggregate;
+use kinesis_common::fake::{FakeKinesis, Operation};
+use kinesis_common::{ApiError, HashKey, KinesisApi, ShardId, StreamName};
+use kinesis_producer::{
+    Aggregation, BuildError, DeliveryError, Producer, ProducerConfig, Record, SendError,
+};
+
+fn stream(name: &str) -> StreamName {
+    StreamName::new(name).unwrap()
+}
+
+async fn setup(shards: u32, config: ProducerConfig) -> (FakeKinesis, StreamName, Producer) {
+    let fake = FakeKinesis::new();
+    let s = stream("orders");
+    fake.create_active_stream(&s, shards).unwrap();
+    let api: Arc<dyn KinesisApi> = Arc::new(fake.clone());
+    let producer = Producer::builder(api).stream(s.clone()).config(config).start().await.unwrap();
+    (fake, s, producer)
+}
+
+/// Every user record the stream holds, as a KCL consumer of each shard would see it (hash
+/// range filter applied): (partition key, data) per shard.
+async fn consumed(fake: &FakeKinesis, s: &StreamName) -> HashMap<ShardId, Vec<(String, String)>> {
+    let shards = fake.list_shards(s).await.unwrap();
+    let mut out = HashMap::new();
+    for shard in shards {
+        let records = fake.records(s, &shard.id).unwrap();
+        let users: Vec<_> = records
+            .iter()
+            .flat_map(|r| deaggregate(r, Some(shard.hash_range)).records)
+            .map(|u| (u.partition_key, String::from_utf8(u.data.to_vec()).unwrap()))
+            .collect();
+        out.insert(shard.id, users);
+    }
+    out
+}
+
+fn record(i: usize) -> Record {
+    Record::new(format!("key-{}", i % 37), format!("record-{i}"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_record_is_delivered_once_with_its_shard_sequence_and_sub_sequence() {
+    let (fake, s, producer) = setup(4, ProducerConfig::default()).await;
+    let mut receipts = Vec::new();
+    for i in 0..2000 {
+        receipts.push(producer.send(record(i)).await.unwrap());
+    }
+    let mut aggregated = 0;
+    let mut by_shard: HashMap<ShardId, usize> = HashMap::new();
+    for r in receipts {
+        let d = r.await.unwrap();
+        assert_eq!(d.attempts, 1);
+        aggregated += usize::from(d.sub_sequence_number.is_some());
+        *by_shard.entry(d.shard_id).or_default() += 1;
+    }
+    assert!(aggregated > 1900, "most records share aggregates: {aggregated}");
+    let seen = consumed(&fake, &s).await;
+    let total: usize = seen.values().map(Vec::len).sum();
+    assert_eq!(total, 2000, "each record exactly once");
+    for (shard, users) in &seen {
+        assert_eq!(by_shard.get(shard).copied().unwrap_or(0), users.len());
+    }
+    let m = producer.shutdown().await;
+    assert_eq!((m.user_records_put, m.user_records_failed, m.outstanding_records), (2000, 0, 0));
+    assert!(m.kinesis_records_put < 100, "{m:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_delivery_names_the_kinesis_record_that_holds_the_user_record() {
+    let (fake, s, producer) = setup(2, ProducerConfig::default()).await;
+    let receipts: Vec<_> = {
+        let mut v = Vec::new();
+        for i in 0..50 {
+            v.push(producer.send(record(i)).await.unwrap());
+        }
+        v
+    };
+    for (i, r) in receipts.into_iter().enumerate() {
+        let d = r.await.unwrap();
+        let kinesis_record = fake
+            .records(&s, &d.shard_id)
+            .unwrap()
+            .into_iter()
+            .find(|k| k.sequence_number == d.sequence_number)
+            .expect("the delivery's sequence number is in its shard");
+        let users = deaggregate(&kinesis_record, None).records;
+        let user = &users[d.sub_sequence_number.unwrap_or(0) as usize];
+        assert_eq!(user.data, format!("record-{i}").as_bytes());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttled_entries_are_retried_alone_and_the_rest_are_not_resent() {
+    let config = ProducerConfig { aggregation: Aggregation::Off, ..ProducerConfig::default() };
+    let (fake, s, producer) = setup(1, config).await;
+    fake.faults().throttle_next_entries(3);
+    let mut receipts = Vec::new();
+    for i in 0..10 {
+        receipts.push(producer.send(record(i)).await.unwrap());
+    }
+    let mut attempts = Vec::new();
+    for r in receipts {
+        attempts.push(r.await.unwrap().attempts);
+    }
+    assert_eq!(attempts.iter().filter(|a| **a == 2).count(), 3, "{attempts:?}");
+    assert_eq!(attempts.iter().filter(|a| **a == 1).count(), 7, "{attempts:?}");
+    // Nothing was written twice.
+    assert_eq!(consumed(&fake, &s).await.values().map(Vec::len).sum::<usize>(), 10);
+    let m = producer.shutdown().await;
+    assert_eq!((m.retries, m.throttled), (3, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn whole_request_failures_retry_every_record() {
+    let (fake, s, producer) = setup(2, ProducerConfig::default()).await;
+    fake.faults().fail_next_calls(
+        Operation::PutRecords,
+        2,
+        ApiError::from_code("InternalFailure", "injected"),
+    );
+    let mut receipts = Vec::new();
+    for i in 0..100 {
+        receipts.push(producer.send(record(i)).await.unwrap());
+    }
+    for r in receipts {
+        assert!(r.await.unwrap().attempts >= 2);
+    }
+    assert_eq!(consumed(&fake, &s).await.values().map(Vec::len).sum::<usize>(), 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_split_mixed_aggregates_are_resent_so_a_kcl_consumer_loses_nothing() {
+    let (fake, s, producer) = setup(1, ProducerConfig::default()).await;
+    // Split behind the producer's back: its map still predicts the closed parent.
+    let parent = fake.list_shards(&s).await.unwrap().remove(0);
+    fake.split_shard(&s, &parent.id, HashKey(1u128 << 127)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut receipts = Vec::new();
+    for i in 0..400 {
+        receipts.push(producer.send(record(i)).await.unwrap());
+    }
+    for r in receipts {
+        let d = r.await.unwrap();
+        assert_ne!(d.shard_id, parent.id);
+    }
+    let seen = consumed(&fake, &s).await;
+    let mut all: Vec<String> = seen.values().flatten().map(|(_, data)| data.clone()).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 400, "every record reaches a consumer that filters by hash range");
+    assert_eq!(seen.values().map(Vec::len).sum::<usize>(), 400, "and exactly once");
+    assert!(producer.shutdown().await.wrong_shard > 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_expire_after_their_ttl_and_come_back_with_the_last_error() {
+    let config = ProducerConfig { record_ttl: Duration::from_secs(2), ..ProducerConfig::default() };
+    let (fake, _s, producer) = setup(1, config).await;
+    fake.faults().fail_next_calls(
+        Operation::PutRecords,
+        usize::MAX,
+        ApiError::from_code("ServiceUnavailable", "injected"),
+    );
+    let receipt = producer.send(Record::new("k", "doomed")).await.unwrap();
+    let started = tokio::time::Instant::now();
+    match receipt.await {
+        Err(DeliveryError::Expired { record, attempts, last_error }) => {
+            assert_eq!(record, Record::new("k", "doomed"));
+            assert!(attempts >= 3, "backoff retried within the TTL: {attempts}");
+            assert_eq!(last_error.unwrap().code(), Some("ServiceUnavailable"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(3), "{waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejected_records_come_back_at_once() {
+    let (fake, _s, producer) = setup(1, ProducerConfig::default()).await;
+    fake.faults().fail_next_calls(
+        Operation::PutRecords,
+        1,
+        ApiError::from_code("AccessDeniedException", "no"),
+    );
+    match producer.send(Record::new("k", "v")).await.unwrap().await {
+        Err(DeliveryError::Rejected { record, attempts: 1, error }) => {
+            assert_eq!(record.data, "v");
+            assert_eq!(error.code(), Some("AccessDeniedException"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_records_in_flight_and_refuses_new_ones() {
+    let (fake, s, producer) = setup(2, ProducerConfig::default()).await;
+    fake.faults().delay_calls(Operation::PutRecords, Duration::from_secs(1));
+    let mut receipts = Vec::new();
+    for i in 0..300 {
+        receipts.push(producer.send(record(i)).await.unwrap());
+    }
+    let m = producer.shutdown().await;
+    assert_eq!(m.user_records_put, 300);
+    for r in receipts {
+        r.await.unwrap();
+    }
+    assert_eq!(consumed(&fake, &s).await.values().map(Vec::len).sum::<usize>(), 300);
+    match producer.send(Record::new("k", "late")).await {
+        Err(SendError::Closed { record }) => assert_eq!(record.data, "late"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn flush_returns_once_earlier_records_have_outcomes_before_their_deadline() {
+    let config = ProducerConfig {
+        record_max_buffered_time: Duration::from_secs(60),
+        ..ProducerConfig::default()
+    };
+    let (_fake, _s, producer) = setup(2, config).await;
+    let mut receipts = Vec::new();
+    for i in 0..20 {
+        receipts.push(producer.send(record(i)).await.unwrap());
+    }
+    let started = tokio::time::Instant::now();
+    producer.flush().await;
+    assert!(started.elapsed() < Duration::from_secs(1), "flush did not wait for the deadline");
+    for mut r in receipts {
+        // Already answered: polling once is enough.
+        assert!(futures_ready(&mut r).await.is_some());
+    }
+}
+
+/// Polls a receipt once without waiting.
+async fn futures_ready(r: &mut kinesis_producer::Receipt) -> Option<()> {
+    tokio::time::timeout(Duration::ZERO, r).await.ok().map(|res| {
+        res.unwrap();
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_budget_makes_send_wait_and_try_send_fail() {
+    let config = ProducerConfig { max_outstanding_records: 10, ..ProducerConfig::default() };
+    let (fake, _s, producer) = setup(1, config).await;
+    fake.faults().delay_calls(Operation::PutRecords, Duration::from_secs(5));
+    let mut receipts = Vec::new();
+    for i in 0..10 {
+        receipts.push(producer.try_send(record(i)).unwrap());
+    }
+    match producer.try_send(record(10)) {
+        Err(SendError::Full { record: r }) => assert_eq!(r, record(10)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(producer.metrics().outstanding_records, 10);
+    // `send` waits until the delayed request answers and frees the budget.
+    let started = tokio::time::Instant::now();
+    let last = producer.send(record(11)).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(4), "{:?}", started.elapsed());
+    last.await.unwrap();
+    for r in receipts {
+        r.await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_records_are_refused_at_send_with_the_limit_named() {
+    let (_fake, _s, producer) = setup(1, ProducerConfig::default()).await;
+    let too_big = Record::new("k", vec![0u8; 1024 * 1024]);
+    let err = producer.send(too_big).await.unwrap_err();
+    assert!(format!("{:?}", err).contains("TooLarge"), "{err:?}");
+    let err = producer.send(Record::new("", "x")).await.unwrap_err();
+    assert!(matches!(err, SendError::Invalid { .. }));
+    let err = producer
+        .send(
+            Record::new("k", "x").with_explicit_hash_key("340282366920938463463374607431768211456"),
+        )
+        .await
+        .unwrap_err();
+    let SendError::Invalid { reason, .. } = err else { panic!() };
+    assert!(reason.to_string().contains("2^128-1"), "{reason}");
+    assert_eq!(producer.metrics().user_records_received, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_stream_fails_at_start() {
+    let api: Arc<dyn KinesisApi> = Arc::new(FakeKinesis::new());
+    let err = Producer::builder(api).stream(stream("nope")).start().await.unwrap_err();
+    assert!(matches!(err, BuildError::StreamNotFound { .. }), "{err:?}");
+    assert!(err.to_string().contains("nope"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_never_exceed_500_records_or_5_mib() {
+    let config = ProducerConfig { aggregation: Aggregation::Off, ..ProducerConfig::default() };
+    let (fake, s, producer) = setup(8, config).await;
+    let mut receipts = Vec::new();
+    for i in 0..3000 {
+        receipts.push(producer.send(Record::new(format!("k{i}"), vec![b'x'; 4000])).await.unwrap());
+    }
+    for r in receipts {
+        r.await.unwrap();
+    }
+    // The fake refuses oversized requests as AWS does: every record went through first time.
+    let m = producer.shutdown().await;
+    assert_eq!((m.user_records_put, m.retries), (3000, 0));
+    assert!(m.put_records_requests >= 6, "{m:?}");
+    assert_eq!(consumed(&fake, &s).await.values().map(Vec::len).sum::<usize>(), 3000);
+}
