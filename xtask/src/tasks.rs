@@ -159,17 +159,19 @@ impl Runner {
     }
 
     /// The smoke subset of the integration tests (names containing `smoke`).
+    /// With nextest it selects them from the whole workspace, which reuses the
+    /// build of the main suite (`-p` alone changes feature unification and
+    /// recompiles).
     fn smoke(self) -> Vec<&'static str> {
         match self {
             Runner::Nextest => vec![
                 "nextest",
                 "run",
-                "-p",
-                "kinesis-integration-tests",
+                "--workspace",
                 "--no-fail-fast",
                 "--no-tests=warn",
                 "-E",
-                "test(/smoke/)",
+                "package(kinesis-integration-tests) & test(/smoke/)",
             ],
             Runner::CargoTest => {
                 vec!["test", "-p", "kinesis-integration-tests", "--no-fail-fast", "smoke"]
@@ -216,7 +218,7 @@ pub(crate) fn test(ctx: &Ctx, options: TestOptions) -> Result<ExitCode> {
         if let Some(mut running) =
             running.take().filter(|running| running.backend() != Backend::External)
         {
-            report.step(&format!("stop {}", backend.describe()), || running.stop());
+            report.step_always(&format!("stop {}", backend.describe()), || running.stop());
         }
     } else {
         let reason = if built { "install failed" } else { "the build failed" };
@@ -233,7 +235,7 @@ pub(crate) fn test(ctx: &Ctx, options: TestOptions) -> Result<ExitCode> {
                     report.step("smoke tests (localstack)", || {
                         cargo(ctx, &runner.smoke(), &[], Some(&running))
                     });
-                    report.step("stop LocalStack 4.7.0", || running.stop());
+                    report.step_always("stop LocalStack 4.7.0", || running.stop());
                 }
                 None => report.skip("smoke tests (localstack)", "LocalStack did not start"),
             }
@@ -322,12 +324,21 @@ impl Report {
         self.step_value(name, run).is_some()
     }
 
+    /// Runs a step that must run even after an interruption (stopping servers).
+    fn step_always(&mut self, name: &str, run: impl FnOnce() -> Result<()>) -> bool {
+        self.run_step(name, run).is_some()
+    }
+
     /// Runs a step that produces a value; `None` if it failed or was skipped.
     fn step_value<T>(&mut self, name: &str, run: impl FnOnce() -> Result<T>) -> Option<T> {
         if proc::interrupted() {
             self.skip(name, "interrupted");
             return None;
         }
+        self.run_step(name, run)
+    }
+
+    fn run_step<T>(&mut self, name: &str, run: impl FnOnce() -> Result<T>) -> Option<T> {
         eprintln!("\n==> xtask test: {name}");
         let started = Instant::now();
         let result = run();
@@ -355,6 +366,7 @@ impl Report {
 
     /// Records a step that did not run.
     fn skip(&mut self, name: &str, reason: &str) {
+        let reason = if proc::interrupted() { "interrupted" } else { reason };
         self.steps.push(StepResult {
             name: name.to_owned(),
             outcome: Outcome::Skipped(reason.to_owned()),
