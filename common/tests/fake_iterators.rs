@@ -125,8 +125,18 @@ async fn at_timestamp_starts_at_the_first_record_arriving_at_or_after_it() {
         }
     };
     assert_eq!(read(t10).await, [second, third.clone()]);
-    assert_eq!(read(t10 + Duration::from_millis(1)).await, [third]);
-    assert_eq!(read(t10 + Duration::from_secs(60)).await, Vec::<SequenceNumber>::new());
+    assert_eq!(read(t10 + Duration::from_millis(1)).await, std::slice::from_ref(&third));
+    assert_eq!(read(fake.now()).await, [third], "now: the record that arrived now");
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_timestamp_in_the_future_is_an_invalid_argument() {
+    let (fake, s, shards) = setup(1).await;
+    let future = fake.now() + Duration::from_millis(1);
+    let position = ShardIteratorPosition::AtTimestamp(future);
+    let err = fake.get_shard_iterator(&s, &shards[0], position).await.unwrap_err();
+    assert_eq!(err.kind(), ApiErrorKind::InvalidArgument);
+    assert!(err.message().contains("cannot be greater than the currentTimestampInMillis"), "{err}");
 }
 
 #[tokio::test(start_paused = true)]

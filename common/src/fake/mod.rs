@@ -25,13 +25,18 @@
 //!   GetRecords returns at most `limit` (default and maximum 10 000) records and 10 MiB, the
 //!   next iterator (none at the end of a closed shard, where the children are reported with
 //!   all their parents), and `MillisBehindLatest` (the age of the oldest unread record).
-//! - Enhanced fan-out: consumers are `CREATING` for [`FakeKinesisBuilder::consumer_delay`];
-//!   SubscribeToShard sessions are described in the docs of [`KinesisApi::subscribe_to_shard`]
-//!   below (see [`FakeKinesis`]).
+//! - Enhanced fan-out: consumers are `CREATING` for [`FakeKinesisBuilder::consumer_delay`]
+//!   (at most 20 per stream, 5 of them `CREATING`); SubscribeToShard sessions behave as
+//!   described on [`FakeKinesis`].
 //! - Faults ([`Faults`]): throttled or failed entries, counted or random with a seed; failed
 //!   or delayed calls; per-shard write quotas. Counters ([`Counters`]) say what was called.
 //! - Records are kept for ever (no retention trimming) and can be read back with
 //!   [`FakeKinesis::records`] and [`FakeKinesis::stream_records`].
+//!
+//! Not modelled: retention (records are kept for ever), the `DELETING` states of streams and
+//! consumers (deletion is immediate), read quotas (GetRecords 5 calls and 2 MiB per second per
+//! shard) and control-plane call rates, on-demand streams, and UpdateShardCount's limit of ten
+//! calls a day. Faults are global to the fake, not per stream.
 //!
 //! All time is tokio time: delays, expiry and quotas follow a paused test clock, and record
 //! arrival times are a fixed base [`SystemTime`] plus the tokio time elapsed since the fake was

@@ -304,7 +304,7 @@ impl State {
         let stream = settled(&mut self.streams, name, now)?;
         stream.require_usable()?;
         let index = shard_of(stream, shard)?;
-        let position = stream.position(index, position)?;
+        let position = stream.position(index, position, self.clock.system_time(now))?;
         Ok(IteratorToken {
             fake: self.fake,
             generation: stream.generation,
@@ -532,7 +532,7 @@ impl State {
             return Err(in_use(format!("Consumer {consumer_arn} is not in ACTIVE status.")));
         }
         let index = shard_of(stream, shard)?;
-        let start = stream.position(index, position)?;
+        let start = stream.position(index, position, self.clock.system_time(now))?;
         let lease_key = (consumer.clone(), index);
         if let Some(lease) = stream.subscriptions.get(&lease_key)
             && now.saturating_duration_since(lease.started) < RESUBSCRIBE_WINDOW

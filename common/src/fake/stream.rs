@@ -345,12 +345,13 @@ impl StreamState {
     /// A sequence number must be one this shard could have handed out (it encodes the shard,
     /// and lies between the shard's start and its end or the newest number of the stream);
     /// otherwise the answer is `InvalidArgumentException`, as on AWS. AT_TIMESTAMP finds the
-    /// first record that arrived at or after the time; later records qualify too, so a time in
-    /// the future reads like LATEST.
+    /// first record that arrived at or after the time; a time after `now` is
+    /// `InvalidArgumentException`, as on AWS and kinesis-mock.
     pub(super) fn position(
         &self,
         shard: usize,
         position: &ShardIteratorPosition,
+        now: SystemTime,
     ) -> Result<usize, ApiError> {
         let s = &self.shards[shard];
         let records = &s.records;
@@ -364,6 +365,17 @@ impl StreamState {
             ShardIteratorPosition::AfterSequenceNumber(seq) => {
                 let counter = self.counter_in_shard(shard, seq)?;
                 records.partition_point(|r| r.counter <= counter)
+            }
+            ShardIteratorPosition::AtTimestamp(at) if *at > now => {
+                let millis = |t: &SystemTime| {
+                    t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis()
+                };
+                return Err(invalid_argument(format!(
+                    "The timestampInMillis parameter cannot be greater than the \
+                     currentTimestampInMillis. timestampInMillis: {}, currentTimestampInMillis: {}",
+                    millis(at),
+                    millis(&now)
+                )));
             }
             ShardIteratorPosition::AtTimestamp(at) => records.partition_point(|r| r.arrival < *at),
         })
