@@ -168,6 +168,21 @@ async fn stream_creation_rejects_zero_shards_and_duplicates() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_account_takes_at_most_500_open_shards() {
+    let fake = FakeKinesis::new();
+    let err = fake.create_stream(&stream(), u32::MAX).await.unwrap_err();
+    assert_eq!(err.code(), Some("LimitExceededException"));
+    fake.create_active_stream(&StreamName::new("a").unwrap(), 300).unwrap();
+    let b = StreamName::new("b").unwrap();
+    fake.create_active_stream(&b, 200).unwrap();
+    assert_eq!(fake.create_stream(&stream(), 1).await.unwrap_err().kind(), ApiErrorKind::Throttled);
+    let shard = fake.list_shards(&b).await.unwrap().remove(0);
+    let err = fake.split_shard(&b, &shard.id, HashKey(1)).await.unwrap_err();
+    assert_eq!(err.code(), Some("LimitExceededException"));
+    assert!(fake.update_shard_count(&b, 100).await.is_ok(), "scaling down frees shards");
+}
+
+#[tokio::test(start_paused = true)]
 async fn not_found_errors_name_the_stream_and_the_shard() {
     let fake = FakeKinesis::new();
     let missing = StreamName::new("no-such-stream").unwrap();

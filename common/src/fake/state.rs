@@ -54,6 +54,10 @@ const MAX_CREATING_CONSUMERS: usize = 5;
 /// one is `ResourceInUseException`; after it, the new call takes over the subscription
 /// (Kinesis API reference, SubscribeToShard).
 const RESUBSCRIBE_WINDOW: Duration = Duration::from_secs(5);
+/// Most open shards across all streams of the account (Kinesis developer guide, "Quotas and
+/// limits": 500 shards per account in us-east-1 by default). Also keeps a mistaken huge shard
+/// count from exhausting memory.
+const SHARD_QUOTA: u64 = 500;
 
 /// Which SubscribeToShard session a subscription is.
 #[derive(Debug, Clone)]
@@ -193,6 +197,7 @@ impl State {
         active_after: Duration,
         now: Instant,
     ) -> Result<(), ApiError> {
+        // ShardCount is at least 1 (Kinesis API reference, CreateStream).
         if shard_count == 0 {
             return Err(validation(
                 "1 validation error detected: Value '0' at 'shardCount' failed to satisfy \
@@ -202,6 +207,7 @@ impl State {
         if self.streams.contains_key(name) {
             return Err(in_use(format!("Stream {name} under account {ACCOUNT} already exists.")));
         }
+        self.check_shard_quota(u64::from(shard_count))?;
         self.next_generation += 1;
         let mut stream = StreamState::new(
             name.clone(),
@@ -377,6 +383,7 @@ impl State {
         now: Instant,
     ) -> Result<(), ApiError> {
         let update_delay = self.config.update_delay;
+        self.check_shard_quota(1)?;
         let stream = settled(&mut self.streams, name, now)?;
         stream.require_active()?;
         let index = shard_of(stream, shard)?;
@@ -408,9 +415,11 @@ impl State {
         now: Instant,
     ) -> Result<(), ApiError> {
         let update_delay = self.config.update_delay;
+        let open = settled(&mut self.streams, name, now)?.open_shard_count();
+        self.check_shard_quota(u64::from(target).saturating_sub(u64::from(open)))?;
         let stream = settled(&mut self.streams, name, now)?;
         stream.require_active()?;
-        let open = stream.open_shard_count();
+        // TargetShardCount is at least 1 (Kinesis API reference, UpdateShardCount).
         if target == 0 {
             return Err(validation(
                 "1 validation error detected: Value '0' at 'targetShardCount' failed to satisfy \
@@ -645,6 +654,18 @@ impl State {
             .collect();
         all.sort_by_key(|(counter, _, _)| *counter);
         Ok(all.into_iter().map(|(_, shard, record)| (shard, record)).collect())
+    }
+
+    /// `LimitExceededException` if `more` open shards would pass the account's shard quota.
+    fn check_shard_quota(&self, more: u64) -> Result<(), ApiError> {
+        let open: u64 = self.streams.values().map(|s| u64::from(s.open_shard_count())).sum();
+        if open + more > SHARD_QUOTA {
+            return Err(limit_exceeded(format!(
+                "This request would exceed the shard limit for the account {ACCOUNT}: \
+                 {open} open shards plus {more} more exceed {SHARD_QUOTA}."
+            )));
+        }
+        Ok(())
     }
 
     /// Forgets every shard's write budget, so that a new quota starts from a full bucket.
