@@ -22,6 +22,7 @@ use crate::layout::Layout;
 use crate::proc::{self, Server, Stopped};
 use crate::ready::{self, Service};
 use crate::state::{self, Entries, Slot};
+use crate::tools::{self, Tool};
 
 /// Readiness limit of kinesis-mock and DynamoDB Local.
 const ENGINES_READY_LIMIT: Duration = Duration::from_secs(60);
@@ -126,6 +127,17 @@ impl Running {
         if backend == Backend::External {
             running.start_external(ctx)?;
             return Ok(running);
+        }
+        match backend {
+            Backend::KinesisMock => {
+                tools::require("kinesis-mock + DynamoDB Local", &[Tool::Node, Tool::Java])?
+            }
+            // LocalStack runs kinesis-mock with the `node` on PATH; Java comes from its lib folder.
+            Backend::Localstack => tools::require("LocalStack", &[Tool::Node])?,
+            Backend::External => {}
+        }
+        if options.kinesalite {
+            tools::require("kinesalite", &[Tool::Node])?;
         }
         let started = Instant::now();
         eprintln!("xtask: starting {}", backend.describe());

