@@ -102,6 +102,11 @@ impl<T: Collectable> Collector<T> {
     pub(crate) fn len(&self) -> usize {
         self.items.len()
     }
+
+    /// The items of the open batch.
+    pub(crate) fn pending(&self) -> &[T] {
+        &self.items
+    }
 }
 
 #[cfg(test)]

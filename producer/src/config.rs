@@ -20,6 +20,25 @@ pub enum Aggregation {
     SamePartitionKey,
 }
 
+/// What order records of one partition key reach their shard in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RecordOrder {
+    /// Records of one partition key are written in the order they were sent, retries
+    /// included: at most one request per shard is unanswered at a time, a request never
+    /// carries two Kinesis records with a partition key in common (PutRecords may fail one
+    /// entry and write the next), and a shard whose record waits for a retry sends nothing
+    /// else until the retry is answered (a throttled shard has no room anyway). Each shard
+    /// therefore sends one request per round trip: with aggregation that request carries
+    /// everything the limiter allows; without aggregation it carries at most one record per
+    /// key, which limits throughput when few keys are hot.
+    #[default]
+    PerKey,
+    /// As the KPL: requests for one shard may overlap and retries may be overtaken, so records
+    /// of one key can be written out of order. Highest throughput over slow links.
+    Relaxed,
+}
+
 /// Compression of Kinesis record data with the envelope of
 /// [`kinesis_common::compression`]. Consumers other than this toolkit's see compressed records
 /// as opaque data.
@@ -66,6 +85,9 @@ pub struct ProducerConfig {
     /// How long one PutRecords attempt may take (KPL `RequestTimeout`, default 6 s). A timed
     /// out request may have succeeded; retrying it may write duplicates.
     pub request_timeout: Duration,
+    /// Whether records of a partition key keep their order (default [`RecordOrder::PerKey`];
+    /// the KPL gives no such guarantee).
+    pub record_order: RecordOrder,
     /// Fail throttled records at once instead of retrying them (KPL `FailIfThrottled`).
     pub fail_if_throttled: bool,
     /// Per-shard rate ceiling as a percentage of the shard limit of 1 000 records/s and
@@ -101,6 +123,7 @@ impl Default for ProducerConfig {
             max_record_size: 1024 * 1024,
             max_in_flight_requests: 24,
             request_timeout: Duration::from_secs(6),
+            record_order: RecordOrder::PerKey,
             fail_if_throttled: false,
             rate_limit_percent: 150,
             max_outstanding_bytes: 64 * 1024 * 1024,

@@ -41,7 +41,7 @@ mod record;
 mod retrier;
 mod shard_map;
 
-pub use config::{Aggregation, Compression, ConfigError, ProducerConfig};
+pub use config::{Aggregation, Compression, ConfigError, ProducerConfig, RecordOrder};
 pub use metrics::MetricsSnapshot;
 pub use producer::{BlockingProducer, BuildError, Producer, ProducerBuilder};
 pub use record::{Delivery, DeliveryError, InvalidRecord, Receipt, Record, SendError};

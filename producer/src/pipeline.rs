@@ -15,13 +15,13 @@
 //! pipeline stops only when asked to (or when every handle is gone) and nothing is left.
 //! Shard map refreshes run on their own task, so routing never waits for ListShards.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kinesis_common::backoff::Backoff;
 use kinesis_common::{
-    ApiError, ApiErrorKind, KinesisApi, PutRecordsOutcome, Shard, ShardId, StreamName,
+    ApiError, ApiErrorKind, KinesisApi, PartitionKey, PutRecordsOutcome, Shard, ShardId, StreamName,
 };
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -31,7 +31,7 @@ use tracing::{debug, warn};
 
 use crate::aggregator::{Aggregator, KinesisEntry};
 use crate::collector::{Batch, Collector};
-use crate::config::ProducerConfig;
+use crate::config::{ProducerConfig, RecordOrder};
 use crate::limiter::{Limiter, ShardRate};
 use crate::metrics::Counters;
 use crate::pending::Pending;
@@ -81,6 +81,14 @@ pub(crate) struct Pipeline {
     limiter_wake: Option<Instant>,
     collector: Collector<KinesisEntry>,
     ready: VecDeque<Batch<KinesisEntry>>,
+    /// Per shard, how many of its Kinesis records are in closed batches, in flight, waiting
+    /// for a retry or for a wrong-shard judgement. Under `RecordOrder::PerKey` a shard's queue
+    /// drains only while this is zero, so two requests never race for one shard.
+    held: HashMap<ShardId, usize>,
+    /// Under `RecordOrder::PerKey`, the partition keys in the collector's open batch: a
+    /// PutRecords answer may fail one entry and write the next, so a request never carries two
+    /// Kinesis records with a key in common.
+    batch_keys: HashSet<PartitionKey>,
     requests: HashMap<u64, Vec<KinesisEntry>>,
     /// Which request each PutRecords task carries, to recover a task that panicked.
     tasks: HashMap<tokio::task::Id, u64>,
@@ -146,6 +154,8 @@ impl Pipeline {
             limiter_wake: None,
             collector,
             ready: VecDeque::new(),
+            held: HashMap::new(),
+            batch_keys: HashSet::new(),
             requests: HashMap::new(),
             tasks: HashMap::new(),
             in_flight: JoinSet::new(),
@@ -285,8 +295,62 @@ impl Pipeline {
     }
 
     fn collect(&mut self, entry: KinesisEntry) {
+        if self.config.record_order == RecordOrder::PerKey {
+            self.batch_keys.extend(entry.users.iter().map(|u| u.record.partition_key.clone()));
+        }
         let batches = self.collector.push(entry);
-        self.ready.extend(batches);
+        if !batches.is_empty() {
+            for batch in batches {
+                self.close_batch(batch);
+            }
+            self.batch_keys.clear();
+            if self.config.record_order == RecordOrder::PerKey {
+                let open = self.collector.pending();
+                self.batch_keys.extend(
+                    open.iter()
+                        .flat_map(|e| e.users.iter().map(|u| u.record.partition_key.clone())),
+                );
+            }
+        }
+    }
+
+    /// Whether the entry shares a partition key with the collector's open batch.
+    fn conflicts(&self, entry: &KinesisEntry) -> bool {
+        !self.batch_keys.is_empty()
+            && entry.users.iter().any(|u| self.batch_keys.contains(&u.record.partition_key))
+    }
+
+    /// A batch leaves the collector: its shards are held until its answer.
+    fn close_batch(&mut self, batch: Batch<KinesisEntry>) {
+        for entry in &batch.items {
+            self.hold(entry.predicted.as_ref());
+        }
+        self.ready.push_back(batch);
+    }
+
+    /// Closes the collector's open batch now, whatever its deadline.
+    fn close_open_batch(&mut self) {
+        if let Some(batch) = self.collector.flush() {
+            self.close_batch(batch);
+        }
+        self.batch_keys.clear();
+    }
+
+    fn hold(&mut self, shard: Option<&ShardId>) {
+        if let Some(shard) = shard {
+            *self.held.entry(shard.clone()).or_default() += 1;
+        }
+    }
+
+    fn release(&mut self, shard: Option<&ShardId>) {
+        if let Some(shard) = shard
+            && let Some(count) = self.held.get_mut(shard)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.held.remove(shard);
+            }
+        }
     }
 
     /// Moves everything that is due one stage on, and starts requests.
@@ -311,10 +375,10 @@ impl Pipeline {
             self.enqueue(entry, false);
         }
         self.drain_queues(now);
-        if eager {
-            self.ready.extend(self.collector.flush());
-        } else if let Some(batch) = self.collector.poll(now) {
-            self.ready.push_back(batch);
+        let closed = if eager { self.collector.flush() } else { self.collector.poll(now) };
+        if let Some(batch) = closed {
+            self.close_batch(batch);
+            self.batch_keys.clear();
         }
         while self.in_flight.len() < self.config.max_in_flight_requests {
             let Some(batch) = self.ready.pop_front() else { break };
@@ -326,20 +390,30 @@ impl Pipeline {
     fn drain_queues(&mut self, now: Instant) {
         self.limiter_wake = None;
         let shards: Vec<ShardId> = self.queues.keys().cloned().collect();
+        let ordered = self.config.record_order == RecordOrder::PerKey;
         for shard in shards {
-            while let Some(queue) = self.queues.get_mut(&shard) {
-                let Some(front) = queue.front() else {
+            if ordered && self.held.contains_key(&shard) {
+                // Its earlier records are unanswered: sending more now could overtake them.
+                continue;
+            }
+            loop {
+                let Some(front) = self.queues.get(&shard).and_then(VecDeque::front) else {
                     self.queues.remove(&shard);
                     break;
                 };
                 if now >= front.expires_at() {
-                    let entry = queue.pop_front().expect("front exists");
+                    let entry = self.pop_queue(&shard);
                     self.split_expired(entry, now);
                     continue;
                 }
+                if ordered && self.conflicts(front) {
+                    // Send what the batch holds; this shard waits for that answer.
+                    self.close_open_batch();
+                    break;
+                }
                 match self.limiter.try_acquire(&shard, 1, front.entry.size(), now) {
                     Ok(()) => {
-                        let entry = queue.pop_front().expect("front exists");
+                        let entry = self.pop_queue(&shard);
                         self.collect(entry);
                     }
                     Err(wait) => {
@@ -350,6 +424,10 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    fn pop_queue(&mut self, shard: &ShardId) -> KinesisEntry {
+        self.queues.get_mut(shard).and_then(VecDeque::pop_front).expect("the queue has a front")
     }
 
     fn send(&mut self, mut entries: Vec<KinesisEntry>, now: Instant) {
@@ -393,6 +471,9 @@ impl Pipeline {
         let now = clock();
         let Some(entries) = self.requests.remove(&id) else { return };
         self.counters.request(entries.len(), now.saturating_duration_since(started));
+        for entry in &entries {
+            self.release(entry.predicted.as_ref());
+        }
         match result {
             Ok(outcomes) if outcomes.len() == entries.len() => {
                 for (entry, outcome) in entries.into_iter().zip(&outcomes) {
@@ -452,6 +533,7 @@ impl Pipeline {
                 debug!(predicted = ?entry.predicted, actual = %shard_id, "aggregate written to another shard; judging it after a shard map refresh");
                 self.refresh_wanted = true;
                 let outcome = PutRecordsOutcome::Written { shard_id, sequence_number };
+                self.hold(entry.predicted.as_ref());
                 self.awaiting_map.push((entry, outcome));
             }
             Verdict::Retry { error } => {
@@ -489,6 +571,7 @@ impl Pipeline {
                 let at = now + delay;
                 let key = (at, self.next_retry);
                 self.next_retry += 1;
+                self.hold(entry.predicted.as_ref());
                 self.retries.insert(key, Retry::Entry(entry));
             }
             None => self.expire(entry.users),
@@ -532,6 +615,7 @@ impl Pipeline {
     fn on_retry_due(&mut self, retry: Retry, now: Instant) {
         match retry {
             Retry::Entry(mut entry) => {
+                self.release(entry.predicted.as_ref());
                 let stale = entry.predicted.as_ref().is_some_and(|s| !self.map.is_open(s));
                 if stale && entry.aggregated {
                     // Its shard has closed: the records belong to the children now.
@@ -570,6 +654,7 @@ impl Pipeline {
                 .partition(|(e, _)| now >= e.expires_at());
             self.awaiting_map = alive;
             for (entry, _) in expired {
+                self.release(entry.predicted.as_ref());
                 self.split_expired(entry, now);
             }
         }
@@ -579,6 +664,7 @@ impl Pipeline {
     /// is fresh: delivered if every user record lies in the actual shard's range, else every
     /// user record is routed again (the KCL drops the whole aggregate on that shard).
     fn judge_wrong_shard(&mut self, entry: KinesisEntry, outcome: PutRecordsOutcome, now: Instant) {
+        self.release(entry.predicted.as_ref());
         match retrier::classify(&entry, &outcome, &self.map, self.config.fail_if_throttled) {
             Verdict::WrongShard { shard_id, .. } => {
                 self.counters.wrong_shard();
