@@ -16,6 +16,8 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use kinesis_common::{KinesisApi, SdkKinesis, Shard, StreamName, StreamStatus};
 
+pub mod proxy;
+
 /// Which substrate the tests run against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
