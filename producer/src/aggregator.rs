@@ -202,6 +202,23 @@ impl Aggregator {
         out
     }
 
+    /// Closes the open aggregates of the shards `which` selects.
+    pub(crate) fn flush_shards(&mut self, which: impl Fn(&ShardId) -> bool) -> Vec<KinesisEntry> {
+        let keys: Vec<BufferKey> =
+            self.buffers.keys().filter(|k| which(&k.shard)).cloned().collect();
+        keys.into_iter()
+            .map(|key| {
+                let buffer = self.buffers.remove(&key).expect("listed");
+                self.close(key, buffer)
+            })
+            .collect()
+    }
+
+    /// Whether an aggregate is open for a shard `which` selects.
+    pub(crate) fn has_buffer(&self, which: impl Fn(&ShardId) -> bool) -> bool {
+        self.buffers.keys().any(|k| which(&k.shard))
+    }
+
     /// Closes every open aggregate.
     pub(crate) fn flush(&mut self) -> Vec<KinesisEntry> {
         let buffers: Vec<_> = self.buffers.drain().collect();

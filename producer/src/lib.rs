@@ -30,6 +30,7 @@
 #![allow(clippy::result_large_err)]
 
 mod aggregator;
+mod barrier;
 mod collector;
 mod config;
 mod limiter;

@@ -32,6 +32,8 @@ pub(crate) struct Pending {
     pub(crate) attempts: u32,
     /// The flush generation it was accepted in.
     pub(crate) generation: u64,
+    /// Its acceptance number: the order the pipeline received records in.
+    pub(crate) seq: u64,
     pub(crate) last_error: Option<ApiError>,
     reply: Option<oneshot::Sender<Result<Delivery, DeliveryError>>>,
     _budget: Option<Budget>,
@@ -53,6 +55,7 @@ impl Pending {
             expires_at,
             attempts: 0,
             generation: 0,
+            seq: 0,
             last_error: None,
             reply: Some(reply),
             _budget: budget,

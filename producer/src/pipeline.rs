@@ -30,6 +30,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use crate::aggregator::{Aggregator, KinesisEntry};
+use crate::barrier::Barrier;
 use crate::collector::{Batch, Collector};
 use crate::config::{ProducerConfig, RecordOrder};
 use crate::limiter::{Limiter, ShardRate};
@@ -107,6 +108,10 @@ pub(crate) struct Pipeline {
     refresh_failures: u32,
     next_refresh: Instant,
 
+    /// Holds records for new shards while a resharding settles (per-key order).
+    barrier: Barrier,
+    next_seq: u64,
+
     generation: u64,
     outstanding: BTreeMap<u64, usize>,
     flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
@@ -169,6 +174,8 @@ impl Pipeline {
             refresh_wanted: false,
             refresh_failures: 0,
             next_refresh,
+            barrier: Barrier::default(),
+            next_seq: 0,
             generation: 0,
             outstanding: BTreeMap::new(),
             flush_waiters: Vec::new(),
@@ -251,6 +258,8 @@ impl Pipeline {
         match command {
             Command::Record(mut pending) => {
                 pending.generation = self.generation;
+                pending.seq = self.next_seq;
+                self.next_seq += 1;
                 *self.outstanding.entry(self.generation).or_default() += 1;
                 self.route(pending, clock());
             }
@@ -278,6 +287,15 @@ impl Pipeline {
             return;
         }
         let shard = self.map.shard_for(pending.record.hash_key).cloned();
+        let pending = if self.barrier.is_raised() && self.config.record_order == RecordOrder::PerKey
+        {
+            match self.barrier.hold(shard.as_ref(), pending) {
+                Some(pending) => pending,
+                None => return,
+            }
+        } else {
+            pending
+        };
         for entry in self.aggregator.add(shard, pending) {
             self.enqueue(entry, false);
         }
@@ -368,6 +386,8 @@ impl Pipeline {
         }
         self.start_refresh();
         self.expire_awaiting_map(now);
+        let expired = self.barrier.take_expired(now);
+        self.expire(expired);
 
         let eager = self.eager();
         let closed = if eager { self.aggregator.flush() } else { self.aggregator.poll(now) };
@@ -375,6 +395,12 @@ impl Pipeline {
             self.enqueue(entry, false);
         }
         self.drain_queues(now);
+        if self.barrier.is_raised() && !self.stale_pending() {
+            for pending in self.barrier.lower() {
+                self.route(pending, now);
+            }
+            self.drain_queues(now);
+        }
         let closed = if eager { self.collector.flush() } else { self.collector.poll(now) };
         if let Some(batch) = closed {
             self.close_batch(batch);
@@ -406,6 +432,15 @@ impl Pipeline {
                     self.split_expired(entry, now);
                     continue;
                 }
+                if !self.map.is_open(&shard) {
+                    // Predicted for a shard that has closed since: its records belong to the
+                    // children now. Taken in queue order, so a key's records stay in order.
+                    let entry = self.pop_queue(&shard);
+                    for user in entry.users {
+                        self.route(user, now);
+                    }
+                    continue;
+                }
                 if ordered && self.conflicts(front) {
                     // Send what the batch holds; this shard waits for that answer.
                     self.close_open_batch();
@@ -424,6 +459,16 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// Whether any record predicted for a shard that has closed is still in the pipeline
+    /// (buffered, queued, in a batch, in flight, waiting for a retry or a judgement).
+    fn stale_pending(&self) -> bool {
+        let closed = |s: &ShardId| !self.map.is_open(s);
+        self.queues.iter().any(|(s, q)| closed(s) && !q.is_empty())
+            || self.held.keys().any(closed)
+            || self.aggregator.has_buffer(closed)
+            || self.collector.pending().iter().any(|e| e.predicted.as_ref().is_some_and(closed))
     }
 
     fn pop_queue(&mut self, shard: &ShardId) -> KinesisEntry {
@@ -726,6 +771,7 @@ impl Pipeline {
 
     fn on_shards(&mut self, result: Result<Vec<Shard>, ApiError>) {
         let now = clock();
+        let was_open: HashSet<ShardId> = self.map.open_shards().cloned().collect();
         let updated = match result {
             Ok(shards) => self.map.update(&shards, now).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -733,6 +779,19 @@ impl Pipeline {
         match updated {
             Ok(()) => {
                 self.refresh_failures = 0;
+                let opened: Vec<ShardId> =
+                    self.map.open_shards().filter(|s| !was_open.contains(*s)).cloned().collect();
+                let closed_any = was_open.iter().any(|s| !self.map.is_open(s));
+                if closed_any && self.config.record_order == RecordOrder::PerKey {
+                    self.barrier.raise(opened);
+                }
+                // Aggregates still open for closed shards go to their queues now, ahead of
+                // anything newer, to be re-routed in order.
+                let map = &self.map;
+                let stale = self.aggregator.flush_shards(|s| !map.is_open(s));
+                for entry in stale {
+                    self.enqueue(entry, false);
+                }
                 let map = &self.map;
                 self.limiter.retain(|s| map.is_open(s));
                 for (entry, outcome) in std::mem::take(&mut self.awaiting_map) {
@@ -760,6 +819,9 @@ impl Pipeline {
         }
         if let Some(((at, _), _)) = self.retries.first_key_value() {
             wake = wake.min(*at);
+        }
+        if let Some(at) = self.barrier.next_expiry() {
+            wake = wake.min(at);
         }
         if let Some(at) = self.limiter_wake {
             wake = wake.min(at);

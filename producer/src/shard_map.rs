@@ -88,6 +88,11 @@ impl ShardMap {
         self.ranges.get(shard).map(|(range, _)| *range)
     }
 
+    /// The open shards, ordered by hash range.
+    pub(crate) fn open_shards(&self) -> impl Iterator<Item = &ShardId> {
+        self.open.iter().map(|(_, id)| id)
+    }
+
     /// Whether the map believes `shard` is open.
     pub(crate) fn is_open(&self, shard: &ShardId) -> bool {
         self.ranges.get(shard).is_some_and(|(_, closed)| closed.is_none())
