@@ -280,7 +280,7 @@ fn check_expected(loaded: &Loaded, expected: &[VectorRecord]) {
             assert_eq!(got.data, want.data(), "{at}: data");
             assert_eq!(got.sub_sequence_number, want.sub_sequence_number, "{at}: sub-sequence");
             assert_eq!(got.is_aggregated(), want.aggregated, "{at}: aggregated");
-            assert_eq!(got.hash_key.to_string(), want.hash_key, "{at}: hash key");
+            assert_eq!(got.hash_key().to_string(), want.hash_key, "{at}: hash key");
             assert_eq!(got.sequence_number, input.sequence_number, "{at}: sequence number");
             assert_eq!(got.approximate_arrival, input.approximate_arrival, "{at}: arrival");
         }

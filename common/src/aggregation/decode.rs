@@ -198,7 +198,6 @@ fn plain(
         sub_sequence_number: None,
         partition_key: record.partition_key.clone(),
         explicit_hash_key: None,
-        hash_key: HashKey::from_partition_key_bytes(record.partition_key.as_bytes()),
         data,
         approximate_arrival: record.approximate_arrival,
     };
@@ -306,7 +305,7 @@ fn utf8(data: &[u8], (start, end): (usize, usize)) -> Result<&str, ProtobufError
     str::from_utf8(&data[start..end]).map_err(|_| ProtobufError::InvalidUtf8)
 }
 
-/// A table entry's hash key, computed at most once per aggregate.
+/// An explicit hash key table entry, parsed at most once per aggregate.
 #[derive(Clone, Copy)]
 enum Cached {
     Unknown,
@@ -343,7 +342,10 @@ fn expand(
         }
     }
 
-    let mut pk_hashes = vec![Cached::Unknown; pk_count];
+    // Hash keys are needed only for the range check; each table entry is hashed or parsed
+    // at most once.
+    let mut pk_hashes: Vec<Option<HashKey>> =
+        if shard_range.is_some() { vec![None; pk_count] } else { Vec::new() };
     let mut ehk_values = vec![Cached::Unknown; ehk_count];
     let mut records = Vec::with_capacity(parsed.records.len());
     let mut outside = 0;
@@ -351,20 +353,17 @@ fn expand(
         // Both indexes were checked above.
         let pk_index = raw.partition_key_index as usize;
         let partition_key = parsed.partition_keys[pk_index];
-        let (explicit_hash_key, hash_key) = match raw.explicit_hash_key_index {
+        let explicit_hash_key = match raw.explicit_hash_key_index {
+            None => None,
             Some(index) => {
                 let index = index as usize;
-                let value = match ehk_values[index] {
-                    Cached::Unknown => {
-                        let value = HashKey::from_decimal(parsed.explicit_hash_keys[index])
-                            .map_or(Cached::Invalid, Cached::Valid);
-                        ehk_values[index] = value;
-                        value
-                    }
-                    known => known,
-                };
-                match value {
-                    Cached::Valid(key) => (Some(key), key),
+                if let Cached::Unknown = ehk_values[index] {
+                    ehk_values[index] = HashKey::from_decimal(parsed.explicit_hash_keys[index])
+                        .map_or(Cached::Invalid, Cached::Valid);
+                }
+                match ehk_values[index] {
+                    Cached::Valid(key) => Some(key),
+                    // Not a hash key at all: outside any range.
                     _ if shard_range.is_some() => {
                         outside += 1;
                         continue;
@@ -372,23 +371,18 @@ fn expand(
                     _ => return Err(CorruptRecord::InvalidExplicitHashKey { record: position }),
                 }
             }
-            None => {
-                let key = match pk_hashes[pk_index] {
-                    Cached::Valid(key) => key,
-                    _ => {
-                        let key = HashKey::from_partition_key_bytes(partition_key.as_bytes());
-                        pk_hashes[pk_index] = Cached::Valid(key);
-                        key
-                    }
-                };
-                (None, key)
-            }
         };
-        if let Some(range) = shard_range
-            && !range.contains(hash_key)
-        {
-            outside += 1;
-            continue;
+        if let Some(range) = shard_range {
+            let hash_key = match explicit_hash_key {
+                Some(key) => key,
+                None => *pk_hashes[pk_index].get_or_insert_with(|| {
+                    HashKey::from_partition_key_bytes(partition_key.as_bytes())
+                }),
+            };
+            if !range.contains(hash_key) {
+                outside += 1;
+                continue;
+            }
         }
         if outside > 0 {
             // The aggregate is lost to the filter already; only count from here on.
@@ -399,7 +393,6 @@ fn expand(
             sub_sequence_number: Some(position as u64),
             partition_key: partition_key.to_owned(),
             explicit_hash_key,
-            hash_key,
             data: data.slice(raw.data.0..raw.data.1),
             approximate_arrival: record.approximate_arrival,
         });
@@ -461,7 +454,7 @@ mod tests {
         assert_eq!(only.data, input.data);
         assert_eq!(only.sub_sequence_number, None);
         assert_eq!(only.partition_key, input.partition_key);
-        assert_eq!(only.hash_key, HashKey::from_partition_key_bytes(b"outer"));
+        assert_eq!(only.hash_key(), HashKey::from_partition_key_bytes(b"outer"));
         assert_eq!(only.sequence_number, input.sequence_number);
         assert_eq!(only.approximate_arrival, input.approximate_arrival);
     }
@@ -515,7 +508,7 @@ mod tests {
             assert_eq!(got.sub_sequence_number, Some(position as u64));
             assert_eq!(got.partition_key, want.partition_key.as_str());
             assert_eq!(got.explicit_hash_key, want.explicit_hash_key);
-            assert_eq!(got.hash_key, want.hash_key());
+            assert_eq!(got.hash_key(), want.hash_key());
             assert_eq!(got.data, want.data);
             assert_eq!(got.sequence_number, input.sequence_number);
             assert_eq!(got.approximate_arrival, input.approximate_arrival);

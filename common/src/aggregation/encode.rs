@@ -4,6 +4,8 @@
 //! protobuf that [`AggregateBuilder::finish`] writes, so sizes are answered without encoding.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
@@ -51,9 +53,7 @@ pub struct AggregateBuilder {
     records: Vec<UserRecord>,
     /// Per record: its index in the partition key table and in the explicit hash key table.
     indexes: Vec<(u64, Option<u64>)>,
-    /// Table order: for each distinct partition key, the first record that used it.
-    partition_key_table: Vec<usize>,
-    partition_key_lookup: HashMap<PartitionKey, u64>,
+    partition_keys: PartitionKeyTable,
     explicit_hash_key_table: Vec<HashKey>,
     explicit_hash_key_lookup: HashMap<HashKey, u64>,
     /// Exact length of the `AggregatedRecord` protobuf for the current content.
@@ -63,6 +63,7 @@ pub struct AggregateBuilder {
 /// Where a record would go and how much it would add; computed once, used by both the size
 /// question and the push.
 struct Placement {
+    partition_key_hash: u64,
     partition_key_index: u64,
     new_partition_key: bool,
     explicit_hash_key_index: Option<u64>,
@@ -138,8 +139,7 @@ impl AggregateBuilder {
     pub fn clear(&mut self) {
         self.records.clear();
         self.indexes.clear();
-        self.partition_key_table.clear();
-        self.partition_key_lookup.clear();
+        self.partition_keys.clear();
         self.explicit_hash_key_table.clear();
         self.explicit_hash_key_lookup.clear();
         self.protobuf_len = 0;
@@ -154,7 +154,7 @@ impl AggregateBuilder {
         let mut buf = Vec::with_capacity(total);
         buf.extend_from_slice(&MAGIC);
 
-        for &first in &self.partition_key_table {
+        for &first in &self.partition_keys.first_use {
             let key = self.records[first].partition_key.as_bytes();
             buf.push(TAG_PARTITION_KEY_TABLE);
             put_varint(&mut buf, key.len() as u64);
@@ -168,16 +168,20 @@ impl AggregateBuilder {
             buf.extend_from_slice(text);
         }
         for (record, &(pk_index, ehk_index)) in self.records.iter().zip(&self.indexes) {
-            buf.push(TAG_RECORDS);
-            put_varint(&mut buf, record_body_len(pk_index, ehk_index, record.data.len()) as u64);
-            buf.push(TAG_PARTITION_KEY_INDEX);
-            put_varint(&mut buf, pk_index);
+            // Everything before the data in one small stack buffer and one copy: cheaper
+            // than growing `buf` a byte at a time when records are small.
+            let mut head = RecordHead::default();
+            head.push(TAG_RECORDS);
+            head.varint(record_body_len(pk_index, ehk_index, record.data.len()) as u64);
+            head.push(TAG_PARTITION_KEY_INDEX);
+            head.varint(pk_index);
             if let Some(ehk_index) = ehk_index {
-                buf.push(TAG_EXPLICIT_HASH_KEY_INDEX);
-                put_varint(&mut buf, ehk_index);
+                head.push(TAG_EXPLICIT_HASH_KEY_INDEX);
+                head.varint(ehk_index);
             }
-            buf.push(TAG_DATA);
-            put_varint(&mut buf, record.data.len() as u64);
+            head.push(TAG_DATA);
+            head.varint(record.data.len() as u64);
+            buf.extend_from_slice(head.as_slice());
             buf.extend_from_slice(&record.data);
         }
 
@@ -189,14 +193,15 @@ impl AggregateBuilder {
 
     fn place(&self, record: &UserRecord) -> Placement {
         let mut added_len = 0;
-        let (partition_key_index, new_partition_key) =
-            match self.partition_key_lookup.get(&record.partition_key) {
-                Some(&index) => (index, false),
-                None => {
-                    added_len += len_field_len(record.partition_key.len_bytes());
-                    (self.partition_key_table.len() as u64, true)
-                }
-            };
+        let (partition_key_hash, found) =
+            self.partition_keys.find(&self.records, &record.partition_key);
+        let (partition_key_index, new_partition_key) = match found {
+            Some(index) => (index, false),
+            None => {
+                added_len += len_field_len(record.partition_key.len_bytes());
+                (self.partition_keys.len() as u64, true)
+            }
+        };
         let (explicit_hash_key_index, new_explicit_hash_key) = match record.explicit_hash_key {
             None => (None, false),
             Some(hash_key) => match self.explicit_hash_key_lookup.get(&hash_key) {
@@ -213,6 +218,7 @@ impl AggregateBuilder {
             record.data.len(),
         ));
         Placement {
+            partition_key_hash,
             partition_key_index,
             new_partition_key,
             explicit_hash_key_index,
@@ -223,9 +229,11 @@ impl AggregateBuilder {
 
     fn commit(&mut self, placement: Placement, record: UserRecord) {
         if placement.new_partition_key {
-            self.partition_key_table.push(self.records.len());
-            self.partition_key_lookup
-                .insert(record.partition_key.clone(), placement.partition_key_index);
+            self.partition_keys.insert(
+                placement.partition_key_hash,
+                &record.partition_key,
+                self.records.len(),
+            );
         }
         if placement.new_explicit_hash_key
             && let (Some(hash_key), Some(index)) =
@@ -237,6 +245,113 @@ impl AggregateBuilder {
         self.indexes.push((placement.partition_key_index, placement.explicit_hash_key_index));
         self.records.push(record);
         self.protobuf_len += placement.added_len;
+    }
+}
+
+/// The partition key table: distinct keys in first-use order (the KPL's `KeySet`), found
+/// with one hash per lookup and without storing a second copy of each key.
+#[derive(Debug, Clone, Default)]
+struct PartitionKeyTable {
+    /// For each table entry, the position of the record that first used the key.
+    first_use: Vec<usize>,
+    /// Randomly keyed SipHash of the key → table index. Random keys mean nobody can choose
+    /// partition keys that collide on purpose.
+    by_hash: HashMap<u64, u64, BuildHasherDefault<PassThrough>>,
+    /// Keys whose hash equals that of an earlier, different key: kept correct, never hot.
+    collisions: HashMap<PartitionKey, u64>,
+    hasher: RandomState,
+}
+
+impl PartitionKeyTable {
+    fn len(&self) -> usize {
+        self.first_use.len()
+    }
+
+    /// The key's hash and, if it is in the table, its index.
+    fn find(&self, records: &[UserRecord], key: &PartitionKey) -> (u64, Option<u64>) {
+        let hash = self.hasher.hash_one(key.as_str());
+        let index = match self.by_hash.get(&hash) {
+            Some(&index) if records[self.first_use[index as usize]].partition_key == *key => {
+                Some(index)
+            }
+            Some(_) => self.collisions.get(key).copied(),
+            None => None,
+        };
+        (hash, index)
+    }
+
+    /// Adds a key that [`find`](Self::find) did not find, first used by record `position`.
+    fn insert(&mut self, hash: u64, key: &PartitionKey, position: usize) {
+        let index = self.first_use.len() as u64;
+        self.first_use.push(position);
+        match self.by_hash.entry(hash) {
+            Entry::Vacant(slot) => {
+                slot.insert(index);
+            }
+            Entry::Occupied(_) => {
+                self.collisions.insert(key.clone(), index);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.first_use.clear();
+        self.by_hash.clear();
+        self.collisions.clear();
+    }
+}
+
+/// A hasher for keys that already are well-mixed 64-bit hashes.
+#[derive(Debug, Clone, Copy, Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in rather than lose it.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+/// The bytes of a `records` entry before its data: four tags and four varints at most.
+struct RecordHead {
+    bytes: [u8; 4 * (1 + 10)],
+    len: usize,
+}
+
+impl Default for RecordHead {
+    fn default() -> Self {
+        Self { bytes: [0; 44], len: 0 }
+    }
+}
+
+impl RecordHead {
+    #[inline]
+    fn push(&mut self, byte: u8) {
+        self.bytes[self.len] = byte;
+        self.len += 1;
+    }
+
+    #[inline]
+    fn varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.push((value as u8) | 0x80);
+            value >>= 7;
+        }
+        self.push(value as u8);
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -364,6 +479,20 @@ mod tests {
         assert_eq!(builder.encoded_len(), FIXED_OVERHEAD);
         builder.push(UserRecord::new(key("a"), "x").with_explicit_hash_key(HashKey(3)));
         assert_eq!(builder.finish(), first);
+    }
+
+    #[test]
+    fn partition_keys_with_colliding_hashes_stay_distinct() {
+        let records = vec![UserRecord::new(key("a"), "x"), UserRecord::new(key("b"), "y")];
+        let mut table = PartitionKeyTable::default();
+        // Pretend "a" hashes like "b".
+        let hash_b = table.hasher.hash_one("b");
+        table.insert(hash_b, &key("a"), 0);
+        assert_eq!(table.find(&records, &key("a")).1, None);
+        assert_eq!(table.find(&records, &key("b")), (hash_b, None));
+        table.insert(hash_b, &key("b"), 1);
+        assert_eq!(table.find(&records, &key("b")).1, Some(1));
+        assert_eq!(table.len(), 2);
     }
 
     #[test]

@@ -118,9 +118,6 @@ pub struct KinesisClientRecord {
     /// The user record's explicit hash key; always `None` for a plain record, because
     /// GetRecords does not return the explicit hash key a record was written with.
     pub explicit_hash_key: Option<HashKey>,
-    /// The hash key that placed the record: the explicit hash key if there is one, else the
-    /// MD5 of the partition key's UTF-8 bytes.
-    pub hash_key: HashKey,
     /// The data blob; a slice of the Kinesis record's data (or of its decompressed form).
     pub data: Bytes,
     /// When Kinesis accepted the Kinesis record this came from.
@@ -128,6 +125,15 @@ pub struct KinesisClientRecord {
 }
 
 impl KinesisClientRecord {
+    /// The hash key that placed the record: the explicit hash key if there is one, else the
+    /// MD5 of the partition key's UTF-8 bytes (KCL `AggregatorUtil`). Computed on demand:
+    /// most processors never ask, and the MD5 would cost as much as the decoding of a small
+    /// record.
+    pub fn hash_key(&self) -> HashKey {
+        self.explicit_hash_key
+            .unwrap_or_else(|| HashKey::from_partition_key_bytes(self.partition_key.as_bytes()))
+    }
+
     /// Whether the record came out of a KPL aggregate.
     pub fn is_aggregated(&self) -> bool {
         self.sub_sequence_number.is_some()
