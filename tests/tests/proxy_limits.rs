@@ -5,6 +5,10 @@
 //! Rate tests are deterministic without real-time waits: a shard's budget starts full (one
 //! second's worth) and every entry of one request is judged at the same instant, so within one
 //! PutRecords a shard admits exactly its burst.
+//!
+//! The per-shard rate tests send more than 500 entries in one request (with the proxy's
+//! request caps off), so they need an engine that does not enforce the cap itself:
+//! kinesis-mock or LocalStack, the backends `cargo xtask test` runs. kinesalite refuses them.
 
 use std::sync::Arc;
 use std::time::Duration;

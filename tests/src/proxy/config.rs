@@ -224,7 +224,8 @@ pub struct Faults {
     pub error_before_forward: Fraction,
     /// Share of requests forwarded and, when the upstream succeeded, answered with
     /// [`server_error`](Faults::server_error) anyway: the write happened but the client sees
-    /// a failure (and will likely write again).
+    /// a failure (and will likely write again). Requests the proxy answers itself are left
+    /// alone.
     pub error_after_forward: Fraction,
     /// The error both kinds of injected server error answer with.
     pub server_error: ServerError,
@@ -232,7 +233,8 @@ pub struct Faults {
     /// forwarding.
     pub reset_before_forward: Fraction,
     /// Share of requests whose connection is reset after the upstream answered: the write
-    /// happened, the client sees a dropped connection.
+    /// happened, the client sees a dropped connection. (Answers the proxy makes itself, such
+    /// as an all-throttled PutRecords or a refused request, are never reset afterwards.)
     pub reset_after_forward: Fraction,
     /// Fixed delay added before forwarding.
     pub latency: Duration,

@@ -51,6 +51,7 @@ mod kinesis;
 mod server;
 mod shard_map;
 mod stats;
+mod writes;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -1,12 +1,13 @@
 //! The async shell of the proxy: accepting connections, serving HTTP/1.1 (and h2c), drawing
-//! faults, applying the Kinesis limits to PutRecords and PutRecord, and forwarding upstream.
+//! faults, forwarding upstream, and the AWS-shaped answers the proxy makes itself. The
+//! Kinesis write path (PutRecords, PutRecord) is in `writes`.
 //!
 //! Owns the shared state behind the [`LimitsProxy`](super::LimitsProxy) handle. Invariants:
-//! only PutRecords and PutRecord bodies are buffered (up to [`MAX_INSPECTED_BODY`]), every
-//! other body streams through in both directions, so SubscribeToShard's event stream reaches
-//! the client as the upstream sends it; std locks are held only for short synchronous
-//! sections, never across an `.await`; an injected reset closes the connection with a TCP RST
-//! and no answer.
+//! only PutRecords and PutRecord bodies (and the answers to them that must be merged) are
+//! buffered, up to [`MAX_INSPECTED_BODY`]; every other body streams through in both
+//! directions, so SubscribeToShard's event stream reaches the client as the upstream sends
+//! it; std locks are held only for short synchronous sections, never across an `.await`; an
+//! injected reset closes the connection with a TCP RST and no answer.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -34,11 +35,12 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use super::bucket::ShardBudget;
-use super::config::{Faults, Limits, ProxyConfig, ServerError, ShardWriteLimit};
+use super::config::{Faults, Limits, ProxyConfig, ServerError};
 use super::faults::{self, Disposition, Draw};
-use super::kinesis::{self, Entry, KinesisOp, Slot, StreamRef};
-use super::shard_map::{ShardMap, ShardMaps};
+use super::kinesis::{self, KinesisOp};
+use super::shard_map::ShardMaps;
 use super::stats::{Counters, ProxyStats};
+use super::writes;
 
 /// The largest PutRecords or PutRecord body (or upstream answer to one) the proxy reads.
 /// Well above a 5 MiB request in base64 (about 6.7 MiB plus JSON), so the request caps, not
@@ -97,10 +99,12 @@ pub(crate) struct Shared {
     upstream: Upstream,
     client: Client<HttpConnector, ProxyBody>,
     settings: Mutex<Settings>,
-    rng: Mutex<StdRng>,
-    budgets: Mutex<HashMap<(String, String), ShardBudget>>,
-    shard_maps: ShardMaps,
-    counters: Mutex<Counters>,
+    /// The fault generator; locked before `budgets` and `counters` when taken together.
+    pub(super) rng: Mutex<StdRng>,
+    /// Per (stream, shard) write budgets; locked before `counters`.
+    pub(super) budgets: Mutex<HashMap<(String, String), ShardBudget>>,
+    pub(super) shard_maps: ShardMaps,
+    pub(super) counters: Mutex<Counters>,
     request_ids: AtomicU64,
 }
 
@@ -110,7 +114,7 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves consistent (if partial) counters;
     // keep serving rather than poisoning every later request.
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -249,8 +253,12 @@ async fn handle(
 
     let op = kinesis::kinesis_op(target.as_deref());
     let response = match op {
-        Some(KinesisOp::PutRecords) => put_records(request, shared, limits, faults.clone()).await,
-        Some(KinesisOp::PutRecord) => put_record(request, shared, limits, faults.clone()).await,
+        Some(KinesisOp::PutRecords) => {
+            writes::put_records(request, shared, limits, faults.clone()).await
+        }
+        Some(KinesisOp::PutRecord) => {
+            writes::put_record(request, shared, limits, faults.clone()).await
+        }
         _ => {
             let (parts, body) = request.into_parts();
             forward(shared, parts, boxed(body), None).await
@@ -260,13 +268,14 @@ async fn handle(
         shared.shard_maps.mark_all_stale();
     }
 
+    let forwarded = response.extensions().get::<Local>().is_none();
     match draw.disposition {
-        Disposition::ResetAfter => {
+        Disposition::ResetAfter if forwarded => {
             lock(&shared.counters).reset_injected();
             drop(response);
             reset_connection(reset).await
         }
-        Disposition::ErrorAfter if response.status().is_success() => {
+        Disposition::ErrorAfter if forwarded && response.status().is_success() => {
             lock(&shared.counters).server_error_injected();
             server_error(shared, faults.server_error)
         }
@@ -297,7 +306,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Sends a request upstream and passes the answer back, streaming its body. A rewritten body
 /// comes with its new length.
-async fn forward(
+pub(super) async fn forward(
     shared: &Shared,
     mut parts: http::request::Parts,
     body: ProxyBody,
@@ -324,17 +333,27 @@ async fn forward(
     }
 }
 
-fn boxed(body: Incoming) -> ProxyBody {
+pub(super) fn boxed(body: Incoming) -> ProxyBody {
     body.map_err(|e| Box::new(e) as BoxError).boxed()
 }
 
-fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+pub(super) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
-fn json_response(shared: &Shared, status: StatusCode, body: Vec<u8>) -> Response<ProxyBody> {
+/// Marks an answer the proxy made itself, without the upstream: faults "after forwarding"
+/// do not apply to it.
+#[derive(Debug, Clone, Copy)]
+struct Local;
+
+pub(super) fn json_response(
+    shared: &Shared,
+    status: StatusCode,
+    body: Vec<u8>,
+) -> Response<ProxyBody> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
+    response.extensions_mut().insert(Local);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kinesis::JSON_CONTENT_TYPE));
     if let Ok(id) = HeaderValue::from_str(&shared.request_id()) {
@@ -344,7 +363,7 @@ fn json_response(shared: &Shared, status: StatusCode, body: Vec<u8>) -> Response
 }
 
 /// An AWS JSON error: `__type` and `message` in the body, the code in `x-amzn-ErrorType`.
-fn error_response(
+pub(super) fn error_response(
     shared: &Shared,
     status: StatusCode,
     code: &str,
@@ -375,13 +394,16 @@ fn server_error(shared: &Shared, error: ServerError) -> Response<ProxyBody> {
     }
 }
 
-fn upstream_failure(shared: &Shared, message: &str) -> Response<ProxyBody> {
+pub(super) fn upstream_failure(shared: &Shared, message: &str) -> Response<ProxyBody> {
     lock(&shared.counters).upstream_failure();
     error_response(shared, StatusCode::BAD_GATEWAY, "InternalFailure", message)
 }
 
 /// Reads a body the proxy must inspect, or the answer to send instead.
-async fn read_body(shared: &Shared, mut body: ProxyBody) -> Result<Bytes, Response<ProxyBody>> {
+pub(super) async fn read_body(
+    shared: &Shared,
+    mut body: ProxyBody,
+) -> Result<Bytes, Response<ProxyBody>> {
     // By hand rather than with `http_body_util::Limited`, whose boxed-error bound defeats
     // rustc's `Send` inference for the handler futures.
     let mut collected = BytesMut::new();
@@ -407,186 +429,6 @@ async fn read_body(shared: &Shared, mut body: ProxyBody) -> Result<Bytes, Respon
         }
     }
     Ok(collected.freeze())
-}
-
-/// Decides each entry: throttled by the fault, throttled by its shard's budget, or forwarded.
-/// Every decision of one request uses the same `now`, so a request cannot outrun the bucket
-/// by taking long to examine.
-fn decide(
-    shared: &Shared,
-    stream: &StreamRef,
-    entries: &[Entry],
-    map: Option<&ShardMap>,
-    limit: Option<&ShardWriteLimit>,
-    faults: &Faults,
-) -> Vec<Slot> {
-    let now = Instant::now();
-    let mut unmapped = false;
-    let slots = {
-        let mut rng = lock(&shared.rng);
-        let mut budgets = lock(&shared.budgets);
-        let mut counters = lock(&shared.counters);
-        entries
-            .iter()
-            .map(|entry| {
-                let shard = map.and_then(|m| m.shard_for(entry.hash));
-                unmapped |= map.is_some() && shard.is_none();
-                if faults::throttle_entry(faults, &mut *rng) {
-                    counters.throttled_injected(1);
-                    return Slot::Throttled { shard: shard.unwrap_or("unknown").to_owned() };
-                }
-                let Some(shard) = shard else { return Slot::Forward };
-                if let Some(limit) = limit {
-                    let budget = budgets
-                        .entry((stream.name.clone(), shard.to_owned()))
-                        .or_insert_with(|| ShardBudget::new(limit, now));
-                    if !budget.try_admit(entry.size(), now) {
-                        counters.shard_throttled(&stream.name, shard);
-                        return Slot::Throttled { shard: shard.to_owned() };
-                    }
-                }
-                counters.shard_accepted(&stream.name, shard, entry.size(), now);
-                Slot::Forward
-            })
-            .collect()
-    };
-    if unmapped {
-        // A key no open shard owns: the map predates a reshard.
-        shared.shard_maps.mark_stale(&stream.name);
-    }
-    slots
-}
-
-fn count_forwarded(shared: &Shared, entries: &[Entry], slots: &[Slot]) {
-    let (n, bytes) = entries
-        .iter()
-        .zip(slots)
-        .filter(|(_, slot)| matches!(slot, Slot::Forward))
-        .fold((0, 0), |(n, bytes), (entry, _)| (n + 1, bytes + entry.size()));
-    lock(&shared.counters).forwarded(n, bytes);
-}
-
-async fn put_records(
-    request: Request<Incoming>,
-    shared: &Shared,
-    limits: Limits,
-    faults: Faults,
-) -> Response<ProxyBody> {
-    let (parts, body) = request.into_parts();
-    let bytes = match read_body(shared, boxed(body)).await {
-        Ok(bytes) => bytes,
-        Err(answer) => return answer,
-    };
-    let Some(request) = kinesis::parse_put_records(&bytes) else {
-        // Not a body the proxy understands: the upstream answers it.
-        let length = bytes.len();
-        return forward(shared, parts, full(bytes), Some(length)).await;
-    };
-    if let Some(caps) = &limits.request
-        && let Err(rejection) = kinesis::check_put_records(caps, &request.entries)
-    {
-        lock(&shared.counters).rejected();
-        return error_response(
-            shared,
-            StatusCode::BAD_REQUEST,
-            rejection.code(),
-            &rejection.message(),
-        );
-    }
-    let map = shared.shard_maps.get(&request.stream.name).await;
-    let slots = decide(
-        shared,
-        &request.stream,
-        &request.entries,
-        map.as_deref(),
-        limits.shard_write.as_ref(),
-        &faults,
-    );
-    count_forwarded(shared, &request.entries, &slots);
-
-    let forwarded = slots.iter().filter(|s| matches!(s, Slot::Forward)).count();
-    if forwarded == 0 {
-        return json_response(
-            shared,
-            StatusCode::OK,
-            kinesis::all_throttled_answer(&request.stream, &slots),
-        );
-    }
-    if forwarded == slots.len() {
-        let length = bytes.len();
-        return forward(shared, parts, full(bytes), Some(length)).await;
-    }
-    let body = request.forwarded_body(&slots);
-    let length = body.len();
-    let answer = forward(shared, parts, full(body), Some(length)).await;
-    if answer.status() != StatusCode::OK {
-        // The whole (smaller) request failed: that is the answer to the whole request.
-        return answer;
-    }
-    let (mut answer_parts, answer_body) = answer.into_parts();
-    let answer_bytes = match read_body(shared, answer_body).await {
-        Ok(bytes) => bytes,
-        Err(_) => return upstream_failure(shared, "could not read the upstream's answer"),
-    };
-    let Some(merged) = kinesis::merge_answer(&answer_bytes, &request.stream, &slots) else {
-        return upstream_failure(
-            shared,
-            "the upstream's PutRecords answer does not fit the request",
-        );
-    };
-    // The body changed: its length and any checksum of it no longer hold.
-    answer_parts.headers.remove(header::CONTENT_LENGTH);
-    answer_parts.headers.remove("x-amz-crc32");
-    Response::from_parts(answer_parts, full(merged))
-}
-
-async fn put_record(
-    request: Request<Incoming>,
-    shared: &Shared,
-    limits: Limits,
-    faults: Faults,
-) -> Response<ProxyBody> {
-    let (parts, body) = request.into_parts();
-    let bytes = match read_body(shared, boxed(body)).await {
-        Ok(bytes) => bytes,
-        Err(answer) => return answer,
-    };
-    let length = bytes.len();
-    let Some(request) = kinesis::parse_put_record(&bytes) else {
-        return forward(shared, parts, full(bytes), Some(length)).await;
-    };
-    if let Some(caps) = &limits.request
-        && let Err(rejection) = kinesis::check_put_record(caps, &request.entry)
-    {
-        lock(&shared.counters).rejected();
-        return error_response(
-            shared,
-            StatusCode::BAD_REQUEST,
-            rejection.code(),
-            &rejection.message(),
-        );
-    }
-    let map = shared.shard_maps.get(&request.stream.name).await;
-    let entries = [request.entry];
-    let slots = decide(
-        shared,
-        &request.stream,
-        &entries,
-        map.as_deref(),
-        limits.shard_write.as_ref(),
-        &faults,
-    );
-    count_forwarded(shared, &entries, &slots);
-    match &slots[0] {
-        Slot::Forward => forward(shared, parts, full(bytes), Some(length)).await,
-        // PutRecord over the limit fails as a whole (Kinesis API reference, PutRecord).
-        Slot::Throttled { shard } => error_response(
-            shared,
-            StatusCode::BAD_REQUEST,
-            kinesis::THROTTLED,
-            &kinesis::throttle_message(&request.stream, shard),
-        ),
-    }
 }
 
 #[cfg(test)]
