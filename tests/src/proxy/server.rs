@@ -283,8 +283,9 @@ async fn handle(
     }
 }
 
-/// Headers that describe one hop, not the message (RFC 9110, section 7.6.1), plus `Expect`,
-/// which the proxy has already dealt with by reading the body.
+/// Headers that describe one hop, not the message (RFC 9110, section 7.6.1), plus `Expect`:
+/// the proxy's server answers `100-continue` itself when the body is first read, so the
+/// upstream must not wait for a second one.
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
