@@ -5,6 +5,7 @@
 
 use std::borrow::Borrow;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::{ValidationError, clip};
 
@@ -20,15 +21,17 @@ fn is_name(value: &str) -> bool {
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $variant:ident, $field:ident) => {
         $(#[$doc])*
+        ///
+        /// Cheap to clone: the text is shared, not copied.
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Checks `value` against the Kinesis pattern `[a-zA-Z0-9_.-]{1,128}`.
             pub fn new(value: impl Into<String>) -> Result<Self, ValidationError> {
                 let value = value.into();
                 if is_name(&value) {
-                    Ok(Self(value))
+                    Ok(Self(value.into()))
                 } else {
                     Err(ValidationError::$variant { $field: clip(&value, 140) })
                 }
@@ -104,8 +107,10 @@ name_type!(
 ///
 /// Kinesis counts characters, not bytes, so a key of 256 multi-byte characters is valid although
 /// it is longer than 256 bytes.
+///
+/// Cheap to clone: the text is shared, not copied.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PartitionKey(String);
+pub struct PartitionKey(Arc<str>);
 
 impl PartitionKey {
     /// The most Unicode characters a partition key may hold.
@@ -124,7 +129,7 @@ impl PartitionKey {
                 return Err(ValidationError::PartitionKeyTooLong { chars });
             }
         }
-        Ok(Self(value))
+        Ok(Self(value.into()))
     }
 
     /// The key as text.
@@ -142,9 +147,9 @@ impl PartitionKey {
         self.0.len()
     }
 
-    /// The key's text, consuming it.
+    /// The key's text as an owned string.
     pub fn into_string(self) -> String {
-        self.0
+        self.0.as_ref().to_owned()
     }
 }
 

@@ -7,6 +7,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::{ValidationError, clip};
 
@@ -16,9 +17,9 @@ const MAX_DIGITS: usize = 129;
 /// A Kinesis sequence number: 1 to 129 decimal digits, ordered numerically.
 ///
 /// Leading zeros are removed on construction (Kinesis never sends them), so equal numbers have
-/// equal text and ordering agrees with equality.
+/// equal text and ordering agrees with equality. Cheap to clone: the text is shared.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SequenceNumber(String);
+pub struct SequenceNumber(Arc<str>);
 
 impl SequenceNumber {
     /// Checks that `value` is 1 to 129 decimal digits.
@@ -32,11 +33,11 @@ impl SequenceNumber {
         }
         let trimmed = value.trim_start_matches('0');
         if trimmed.len() == value.len() {
-            Ok(Self(value))
+            Ok(Self(value.into()))
         } else if trimmed.is_empty() {
-            Ok(Self("0".to_owned()))
+            Ok(Self("0".into()))
         } else {
-            Ok(Self(trimmed.to_owned()))
+            Ok(Self(trimmed.into()))
         }
     }
 

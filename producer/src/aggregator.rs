@@ -16,7 +16,7 @@
 //! Pure: the caller passes deadlines and polls with `now`.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -26,6 +26,7 @@ use kinesis_common::{HashKey, PartitionKey, PutRecordsEntry, ShardId};
 
 use crate::collector::Collectable;
 use crate::config::{Aggregation, Compression};
+use crate::fast_hash::FastMap;
 use crate::pending::Pending;
 
 /// One Kinesis record ready for the limiter and the collector, with the user records it
@@ -88,9 +89,9 @@ pub(crate) struct Aggregator {
     max_record_size: usize,
     outer_key: PartitionKey,
     compression: Option<Compression>,
-    buffers: HashMap<BufferKey, Buffer>,
+    buffers: FastMap<BufferKey, Buffer>,
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
-    epochs: HashMap<u64, BufferKey>,
+    epochs: FastMap<u64, BufferKey>,
     next_epoch: u64,
 }
 
@@ -110,9 +111,9 @@ impl Aggregator {
             max_record_size,
             outer_key,
             compression,
-            buffers: HashMap::new(),
+            buffers: FastMap::default(),
             deadlines: BinaryHeap::new(),
-            epochs: HashMap::new(),
+            epochs: FastMap::default(),
             next_epoch: 0,
         }
     }
@@ -146,33 +147,46 @@ impl Aggregator {
             return vec![self.single(Some(key.shard), pending)];
         }
         let mut out = Vec::new();
-        if let Some(buffer) = self.buffers.get(&key)
-            && buffer.builder.encoded_len_with(&user) > limit
-        {
-            let buffer = self.buffers.remove(&key).expect("present");
+        let deadline = pending.deadline;
+        // The common case, one lookup: the record fits the open aggregate of its shard.
+        let mut user = user;
+        if let Some(buffer) = self.buffers.get_mut(&key) {
+            match buffer.builder.try_push(user, limit) {
+                Ok(()) => {
+                    buffer.users.push(pending);
+                    if deadline < buffer.deadline {
+                        buffer.deadline = deadline;
+                        self.deadlines.push(Reverse((deadline, buffer.epoch)));
+                    }
+                    if buffer.users.len() >= self.max_count {
+                        let buffer = self.buffers.remove(&key).expect("present");
+                        out.push(self.close(key, buffer));
+                    }
+                    return out;
+                }
+                Err(rejected) => user = rejected.record,
+            }
+        }
+        // The aggregate is full (or there is none): close it and start a new one.
+        if let Some(buffer) = self.buffers.remove(&key) {
             out.push(self.close(key.clone(), buffer));
         }
-        let deadline = pending.deadline;
-        if !self.buffers.contains_key(&key) {
-            let epoch = self.next_epoch;
-            self.next_epoch += 1;
-            self.epochs.insert(epoch, key.clone());
-            self.deadlines.push(Reverse((deadline, epoch)));
-            self.buffers.insert(
-                key.clone(),
-                Buffer { builder: AggregateBuilder::new(), users: Vec::new(), deadline, epoch },
-            );
-        }
-        let buffer = self.buffers.get_mut(&key).expect("inserted above");
-        buffer.builder.push(user);
-        buffer.users.push(pending);
-        if deadline < buffer.deadline {
-            buffer.deadline = deadline;
-            self.deadlines.push(Reverse((deadline, buffer.epoch)));
-        }
-        if buffer.users.len() >= self.max_count {
-            let buffer = self.buffers.remove(&key).expect("present");
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        self.epochs.insert(epoch, key.clone());
+        self.deadlines.push(Reverse((deadline, epoch)));
+        let mut builder = AggregateBuilder::new();
+        builder.push(user);
+        // Room for as many records of this size as the aggregate can take: growing the vector
+        // one doubling at a time would move every pending record several times.
+        let estimate = (limit / (pending.record.size() + 8)).clamp(1, self.max_count.min(4096));
+        let mut users = Vec::with_capacity(estimate);
+        users.push(pending);
+        let buffer = Buffer { builder, users, deadline, epoch };
+        if self.max_count <= 1 {
             out.push(self.close(key, buffer));
+        } else {
+            self.buffers.insert(key, buffer);
         }
         out
     }

@@ -33,6 +33,7 @@ mod aggregator;
 mod barrier;
 mod collector;
 mod config;
+mod fast_hash;
 mod limiter;
 mod metrics;
 mod pending;

@@ -28,7 +28,7 @@ impl Counters {
     }
 
     /// A Kinesis record carrying `users` user records and `bytes` bytes was written.
-    pub(crate) fn put(&self, users: usize, bytes: usize, buffering: &[Duration]) {
+    pub(crate) fn put(&self, users: usize, bytes: usize, oldest: Duration) {
         self.user_records_put.fetch_add(users as u64, Relaxed);
         self.kinesis_records_put.fetch_add(1, Relaxed);
         self.bytes_put.fetch_add(bytes as u64, Relaxed);
@@ -37,10 +37,8 @@ impl Counters {
         metrics::counter!("kinesis_producer_bytes_put_total").increment(bytes as u64);
         metrics::histogram!("kinesis_producer_user_records_per_kinesis_record")
             .record(users as f64);
-        for latency in buffering {
-            metrics::histogram!("kinesis_producer_send_to_delivery_seconds")
-                .record(latency.as_secs_f64());
-        }
+        metrics::histogram!("kinesis_producer_oldest_send_to_delivery_seconds")
+            .record(oldest.as_secs_f64());
     }
 
     pub(crate) fn request(&self, entries: usize, elapsed: Duration) {

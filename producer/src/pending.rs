@@ -15,8 +15,17 @@ use crate::record::{Delivery, DeliveryError, ValidRecord};
 /// The share of the outstanding budget a record holds until it is resolved.
 #[derive(Debug)]
 pub(crate) struct Budget {
-    pub(crate) _records: OwnedSemaphorePermit,
-    pub(crate) _bytes: Option<OwnedSemaphorePermit>,
+    pub(crate) records: OwnedSemaphorePermit,
+    pub(crate) bytes: OwnedSemaphorePermit,
+}
+
+impl Budget {
+    /// Joins another record's budget into this one, so that both are returned by one release
+    /// (each release takes the semaphore's lock).
+    pub(crate) fn merge(&mut self, other: Budget) {
+        self.records.merge(other.records);
+        self.bytes.merge(other.bytes);
+    }
 }
 
 /// One user record in the pipeline.
@@ -36,7 +45,7 @@ pub(crate) struct Pending {
     pub(crate) seq: u64,
     pub(crate) last_error: Option<ApiError>,
     reply: Option<oneshot::Sender<Result<Delivery, DeliveryError>>>,
-    _budget: Option<Budget>,
+    budget: Option<Budget>,
 }
 
 impl Pending {
@@ -58,7 +67,7 @@ impl Pending {
             seq: 0,
             last_error: None,
             reply: Some(reply),
-            _budget: budget,
+            budget,
         }
     }
 
@@ -72,6 +81,11 @@ impl Pending {
     fn take_record(&mut self) -> crate::Record {
         // Data is reference counted: the clone is cheap, and `Drop` still has a record.
         self.record.clone().into_record()
+    }
+
+    /// Takes the record's share of the outstanding budget, to return it together with others.
+    pub(crate) fn take_budget(&mut self) -> Option<Budget> {
+        self.budget.take()
     }
 
     /// Answers a successful write.

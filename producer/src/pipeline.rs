@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use kinesis_common::backoff::Backoff;
 use kinesis_common::{
-    ApiError, ApiErrorKind, KinesisApi, PartitionKey, PutRecordsOutcome, Shard, ShardId, StreamName,
+    ApiError, ApiErrorKind, HashKey, KinesisApi, PutRecordsOutcome, Shard, ShardId, StreamName,
 };
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -33,6 +33,7 @@ use crate::aggregator::{Aggregator, KinesisEntry};
 use crate::barrier::Barrier;
 use crate::collector::{Batch, Collector};
 use crate::config::{ProducerConfig, RecordOrder};
+use crate::fast_hash::{FastMap, FastSet};
 use crate::limiter::{Limiter, ShardRate};
 use crate::metrics::Counters;
 use crate::pending::Pending;
@@ -78,18 +79,18 @@ pub(crate) struct Pipeline {
     aggregator: Aggregator,
     limiter: Limiter,
     /// Kinesis records waiting for their shard's limiter, per predicted shard.
-    queues: HashMap<ShardId, VecDeque<KinesisEntry>>,
+    queues: FastMap<ShardId, VecDeque<KinesisEntry>>,
     limiter_wake: Option<Instant>,
     collector: Collector<KinesisEntry>,
     ready: VecDeque<Batch<KinesisEntry>>,
     /// Per shard, how many of its Kinesis records are in closed batches, in flight, waiting
     /// for a retry or for a wrong-shard judgement. Under `RecordOrder::PerKey` a shard's queue
     /// drains only while this is zero, so two requests never race for one shard.
-    held: HashMap<ShardId, usize>,
-    /// Under `RecordOrder::PerKey`, the partition keys in the collector's open batch: a
-    /// PutRecords answer may fail one entry and write the next, so a request never carries two
-    /// Kinesis records with a key in common.
-    batch_keys: HashSet<PartitionKey>,
+    held: FastMap<ShardId, usize>,
+    /// Under `RecordOrder::PerKey`, the hash keys of the user records in the collector's open
+    /// batch (records of one partition key share theirs): a PutRecords answer may fail one entry
+    /// and write the next, so a request never carries two Kinesis records with a key in common.
+    batch_keys: FastSet<HashKey>,
     requests: HashMap<u64, Vec<KinesisEntry>>,
     /// Which request each PutRecords task carries, to recover a task that panicked.
     tasks: HashMap<tokio::task::Id, u64>,
@@ -155,12 +156,12 @@ impl Pipeline {
             map,
             aggregator,
             limiter,
-            queues: HashMap::new(),
+            queues: FastMap::default(),
             limiter_wake: None,
             collector,
             ready: VecDeque::new(),
-            held: HashMap::new(),
-            batch_keys: HashSet::new(),
+            held: FastMap::default(),
+            batch_keys: FastSet::default(),
             requests: HashMap::new(),
             tasks: HashMap::new(),
             in_flight: JoinSet::new(),
@@ -314,7 +315,7 @@ impl Pipeline {
 
     fn collect(&mut self, entry: KinesisEntry) {
         if self.config.record_order == RecordOrder::PerKey {
-            self.batch_keys.extend(entry.users.iter().map(|u| u.record.partition_key.clone()));
+            self.batch_keys.extend(entry.users.iter().map(|u| u.record.hash_key));
         }
         let batches = self.collector.push(entry);
         if !batches.is_empty() {
@@ -324,10 +325,8 @@ impl Pipeline {
             self.batch_keys.clear();
             if self.config.record_order == RecordOrder::PerKey {
                 let open = self.collector.pending();
-                self.batch_keys.extend(
-                    open.iter()
-                        .flat_map(|e| e.users.iter().map(|u| u.record.partition_key.clone())),
-                );
+                self.batch_keys
+                    .extend(open.iter().flat_map(|e| e.users.iter().map(|u| u.record.hash_key)));
             }
         }
     }
@@ -335,7 +334,7 @@ impl Pipeline {
     /// Whether the entry shares a partition key with the collector's open batch.
     fn conflicts(&self, entry: &KinesisEntry) -> bool {
         !self.batch_keys.is_empty()
-            && entry.users.iter().any(|u| self.batch_keys.contains(&u.record.partition_key))
+            && entry.users.iter().any(|u| self.batch_keys.contains(&u.record.hash_key))
     }
 
     /// A batch leaves the collector: its shards are held until its answer.
@@ -560,14 +559,20 @@ impl Pipeline {
                 if refresh_map {
                     self.refresh_wanted = true;
                 }
-                let latencies: Vec<Duration> = entry
-                    .users
-                    .iter()
-                    .map(|p| now.saturating_duration_since(p.accepted_at))
-                    .collect();
-                self.counters.put(entry.users.len(), entry.entry.size(), &latencies);
+                // One latency sample per Kinesis record: its oldest user record's.
+                let oldest = entry.users.iter().map(|p| p.accepted_at).min().unwrap_or(now);
+                let waited = now.saturating_duration_since(oldest);
+                self.counters.put(entry.users.len(), entry.entry.size(), waited);
                 let aggregated = entry.aggregated;
-                for (index, user) in entry.users.into_iter().enumerate() {
+                // Returned in one release after the receipts are answered.
+                let mut budget: Option<crate::pending::Budget> = None;
+                for (index, mut user) in entry.users.into_iter().enumerate() {
+                    if let Some(b) = user.take_budget() {
+                        match &mut budget {
+                            Some(all) => all.merge(b),
+                            None => budget = Some(b),
+                        }
+                    }
                     let generation = user.generation;
                     let sub = aggregated.then_some(index as u64);
                     user.deliver(shard_id.clone(), sequence_number.clone(), sub, now);

@@ -193,7 +193,7 @@ impl Producer {
             Ok(permit) => permit,
             Err(_) => return Err(SendError::Closed { record: record.into_record() }),
         };
-        self.enqueue(record, Budget { _records: records, _bytes: Some(bytes) })
+        self.enqueue(record, Budget { records, bytes })
     }
 
     /// Like [`send`](Self::send), but never waits: fails with [`SendError::Full`] when the
@@ -214,7 +214,7 @@ impl Producer {
             Ok(permit) => permit,
             Err(e) => return Err(refused(e, record)),
         };
-        self.enqueue(record, Budget { _records: records, _bytes: Some(bytes) })
+        self.enqueue(record, Budget { records, bytes })
     }
 
     fn validate(&self, record: Record) -> Result<ValidRecord, SendError> {
