@@ -155,16 +155,12 @@ impl Running {
         running.log_dir = Some(log_dir.clone());
         running.unset = UNSET_FOR_LOCAL;
 
-        let (targets, limit) = match backend {
-            Backend::KinesisMock => {
-                (running.spawn_engines(&ctx.layout, &log_dir)?, ENGINES_READY_LIMIT)
-            }
-            Backend::Localstack => {
-                (running.spawn_localstack(&ctx.layout, &log_dir)?, LOCALSTACK_READY_LIMIT)
-            }
-            Backend::External => unreachable!("handled above"),
+        // External was handled above: this is kinesis-mock or LocalStack.
+        let (mut targets, limit) = if backend == Backend::Localstack {
+            (running.spawn_localstack(&ctx.layout, &log_dir)?, LOCALSTACK_READY_LIMIT)
+        } else {
+            (running.spawn_engines(&ctx.layout, &log_dir)?, ENGINES_READY_LIMIT)
         };
-        let mut targets = targets;
         if options.kinesalite {
             targets.push(running.spawn_kinesalite(&ctx.layout, &log_dir)?);
         }
