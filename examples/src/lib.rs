@@ -30,3 +30,8 @@ pub async fn sdk_config() -> SdkConfig {
 pub async fn kinesis() -> Arc<dyn KinesisApi> {
     Arc::new(SdkKinesis::new(&sdk_config().await))
 }
+
+/// The README's code examples, compiled as doc tests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;
