@@ -194,7 +194,7 @@ impl AggregateBuilder {
     fn place(&self, record: &UserRecord) -> Placement {
         let mut added_len = 0;
         let (partition_key_hash, found) =
-            self.partition_keys.find(&self.records, &record.partition_key);
+            self.partition_keys.find(&self.records, &self.indexes, &record.partition_key);
         let (partition_key_index, new_partition_key) = match found {
             Some(index) => (index, false),
             None => {
@@ -267,8 +267,21 @@ impl PartitionKeyTable {
         self.first_use.len()
     }
 
-    /// The key's hash and, if it is in the table, its index.
-    fn find(&self, records: &[UserRecord], key: &PartitionKey) -> (u64, Option<u64>) {
+    /// The key's hash and, if it is in the table, its index. `indexes` are the records'
+    /// table indexes, parallel to `records`.
+    fn find(
+        &self,
+        records: &[UserRecord],
+        indexes: &[(u64, Option<u64>)],
+        key: &PartitionKey,
+    ) -> (u64, Option<u64>) {
+        // Runs of one key are common (aggregation per key): skip the hash for them. The hash
+        // is only used to insert a new key, which this never is.
+        if let (Some(last), Some(&(index, _))) = (records.last(), indexes.last())
+            && last.partition_key == *key
+        {
+            return (0, Some(index));
+        }
         let hash = self.hasher.hash_one(key.as_str());
         let index = match self.by_hash.get(&hash) {
             Some(&index) if records[self.first_use[index as usize]].partition_key == *key => {
@@ -483,16 +496,28 @@ mod tests {
 
     #[test]
     fn partition_keys_with_colliding_hashes_stay_distinct() {
-        let records = vec![UserRecord::new(key("a"), "x"), UserRecord::new(key("b"), "y")];
+        let records = vec![UserRecord::new(key("a"), "x"), UserRecord::new(key("z"), "y")];
         let mut table = PartitionKeyTable::default();
-        // Pretend "a" hashes like "b".
+        // Pretend "a" (first used by record 0) hashes like "b".
         let hash_b = table.hasher.hash_one("b");
         table.insert(hash_b, &key("a"), 0);
-        assert_eq!(table.find(&records, &key("a")).1, None);
-        assert_eq!(table.find(&records, &key("b")), (hash_b, None));
+        let indexes = [(0, None), (0, None)];
+        assert_eq!(table.find(&records, &indexes, &key("b")), (hash_b, None));
         table.insert(hash_b, &key("b"), 1);
-        assert_eq!(table.find(&records, &key("b")).1, Some(1));
+        assert_eq!(table.find(&records, &indexes, &key("b")).1, Some(1));
         assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn runs_of_one_key_share_a_table_entry() {
+        let mut builder = AggregateBuilder::new();
+        for data in ["1", "2", "3"] {
+            builder.push(UserRecord::new(key("same"), data));
+        }
+        builder.push(UserRecord::new(key("other"), "4"));
+        builder.push(UserRecord::new(key("same"), "5"));
+        assert_eq!(builder.indexes.iter().map(|i| i.0).collect::<Vec<_>>(), [0, 0, 0, 1, 0]);
+        assert_eq!(builder.finish().len(), builder.encoded_len());
     }
 
     #[test]
