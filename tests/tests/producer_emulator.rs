@@ -62,9 +62,11 @@ async fn produce_and_verify(run: Run, prefix: &str) {
         .unwrap();
 
     let keys = 100;
+    // About 40 aggregates for 20 000 records, so the injected faults surely hit some of them.
+    let pad = "p".repeat(80);
     let mut receipts = Vec::with_capacity(run.records);
     for i in 0..run.records {
-        let data = format!("{i} {} {}", i % keys, i / keys);
+        let data = format!("{i} {} {} {pad}", i % keys, i / keys);
         receipts.push(producer.send(Record::new(format!("key-{}", i % keys), data)).await.unwrap());
         if Some(i) == run.split_at {
             split_widest(direct.as_ref(), &stream).await;

@@ -102,6 +102,9 @@ pub async fn stream_lifecycle(api: &dyn KinesisApi, stream: &StreamName) {
         match api.describe_stream_summary(stream).await {
             Err(e) if e.kind() == ApiErrorKind::NotFound => break,
             Ok(s) if s.status == StreamStatus::Deleting => {}
+            // kinesis-mock 0.6.2 briefly reports a stream it is deleting as ACTIVE with no
+            // open shard before it forgets it.
+            Ok(s) if s.open_shard_count == 0 => {}
             other => panic!("after DeleteStream the stream is DELETING or not found: {other:?}"),
         }
         assert!(
