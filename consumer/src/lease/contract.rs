@@ -11,11 +11,14 @@
 //!
 //! [`list_reads_every_page`] needs a store configured with a scan page size below 30 items.
 
-use async_trait::async_trait;
 use kinesis_common::{ExtendedSequenceNumber, HashKey, HashKeyRange, SequenceNumber, ShardId};
 
 use super::item::{self, RawItem, RawValue};
 use super::{CreateOutcome, Lease, LeaseStore, LeaseStoreError, LeaseWriteError, WorkerId};
+
+/// The attribute macro for implementing [`RawTable`], re-exported so that test crates need
+/// no `async-trait` dependency of their own.
+pub use async_trait::async_trait;
 
 /// Direct access to the items of the table behind a store, bypassing the lease logic. Test
 /// helpers: they panic on failure.
