@@ -306,3 +306,111 @@ fn clip(text: &str) -> &str {
         None => text,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kinesis_common::SequenceNumber;
+    use proptest::prelude::*;
+
+    fn shard_id() -> impl Strategy<Value = ShardId> {
+        (0u32..50).prop_map(|n| ShardId::new(format!("shardId-{n:012}")).unwrap())
+    }
+
+    fn position() -> impl Strategy<Value = ExtendedSequenceNumber> {
+        prop_oneof![
+            Just(ExtendedSequenceNumber::TrimHorizon),
+            Just(ExtendedSequenceNumber::Latest),
+            Just(ExtendedSequenceNumber::AtTimestamp),
+            Just(ExtendedSequenceNumber::ShardEnd),
+            ("[1-9][0-9]{0,128}", any::<u64>()).prop_map(|(digits, sub)| {
+                ExtendedSequenceNumber::new(SequenceNumber::new(digits).unwrap(), sub)
+            }),
+        ]
+    }
+
+    fn lease() -> impl Strategy<Value = Lease> {
+        (
+            shard_id(),
+            proptest::option::of("[a-z0-9-]{1,20}"),
+            any::<u64>(),
+            position(),
+            proptest::option::of(position()),
+            any::<u64>(),
+            proptest::collection::btree_set(shard_id(), 0..3),
+            proptest::collection::btree_set(shard_id(), 0..3),
+            proptest::option::of((any::<u128>(), any::<u128>())),
+        )
+            .prop_map(
+                |(key, owner, counter, checkpoint, pending, switches, parents, children, range)| {
+                    let mut lease = Lease::new(key, checkpoint);
+                    lease.owner = owner.map(WorkerId::new);
+                    lease.counter = counter;
+                    lease.pending_checkpoint = pending;
+                    lease.owner_switches_since_checkpoint = switches;
+                    lease.parent_shard_ids = parents.into_iter().collect();
+                    lease.child_shard_ids = children.into_iter().collect();
+                    lease.hash_range = range.map(|(a, b)| {
+                        HashKeyRange::new(HashKey(a.min(b)), HashKey(a.max(b))).unwrap()
+                    });
+                    lease
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn every_lease_round_trips_through_its_item(lease in lease()) {
+            let item = encode(&lease);
+            prop_assert!(!item.values().any(|v| matches!(v, RawValue::Ss(s) if s.is_empty())),
+                "no empty set is ever written");
+            prop_assert_eq!(decode(&item).unwrap(), lease);
+        }
+    }
+
+    #[test]
+    fn sentinel_checkpoints_ignore_their_sub_sequence_as_the_kcl_does() {
+        let item = RawItem::from([
+            (LEASE_KEY.into(), RawValue::S("shardId-000000000001".into())),
+            (LEASE_COUNTER.into(), RawValue::N("3".into())),
+            (CHECKPOINT.into(), RawValue::S("SHARD_END".into())),
+            (CHECKPOINT_SUB_SEQUENCE.into(), RawValue::N("9".into())),
+        ]);
+        assert_eq!(decode(&item).unwrap().checkpoint, ExtendedSequenceNumber::ShardEnd);
+    }
+
+    #[test]
+    fn invalid_item_message_names_item_attribute_and_problem() {
+        let item = RawItem::from([
+            (LEASE_KEY.into(), RawValue::S("shardId-000000000001".into())),
+            (LEASE_COUNTER.into(), RawValue::S("3".into())),
+            (CHECKPOINT.into(), RawValue::S("LATEST".into())),
+        ]);
+        assert_eq!(
+            decode(&item).unwrap_err().to_string(),
+            "lease item \"shardId-000000000001\" has an invalid leaseCounter attribute: \
+             expected a number (N), found a string (S)"
+        );
+    }
+
+    #[test]
+    fn multi_stream_lease_keys_are_reported_as_unsupported() {
+        let item = RawItem::from([
+            (LEASE_KEY.into(), RawValue::S("123456789012:orders:1700000000:shardId-0".into())),
+            (LEASE_COUNTER.into(), RawValue::N("3".into())),
+            (CHECKPOINT.into(), RawValue::S("LATEST".into())),
+        ]);
+        let err = decode(&item).unwrap_err();
+        assert_eq!(err.attribute, LEASE_KEY);
+        assert!(err.problem.contains("multi-stream"), "{err}");
+    }
+
+    #[test]
+    fn items_of_other_kcl_entities_are_not_leases() {
+        let mut item = RawItem::new();
+        item.insert(ENTITY_TYPE.into(), RawValue::S("WORKER_METRIC_STATS".into()));
+        assert!(!is_lease_item(&item));
+        item.insert(ENTITY_TYPE.into(), RawValue::S("LEASE".into()));
+        assert!(is_lease_item(&item));
+    }
+}
