@@ -154,7 +154,7 @@ fn assert_lossless(input: &KinesisRecord, out: &kinesis_common::aggregation::Dea
             assert_eq!(out.records.len(), 1);
             let only = &out.records[0];
             assert_eq!(only.sub_sequence_number, None);
-            assert_eq!(only.partition_key, input.partition_key);
+            assert_eq!(&*only.partition_key, input.partition_key.as_str());
             if out.compression.is_none() {
                 assert_eq!(only.data, input.data);
             }
@@ -219,7 +219,7 @@ proptest! {
             prop_assert_eq!(out.records.len(), records.len());
             for (position, (got, want)) in out.records.iter().zip(&records).enumerate() {
                 prop_assert_eq!(got.sub_sequence_number, Some(position as u64));
-                prop_assert_eq!(got.partition_key.as_str(), want.partition_key.as_str());
+                prop_assert_eq!(&*got.partition_key, want.partition_key.as_str());
                 prop_assert_eq!(got.explicit_hash_key, want.explicit_hash_key);
                 prop_assert_eq!(got.hash_key(), want.hash_key());
                 prop_assert_eq!(&got.data, &want.data);
@@ -375,7 +375,7 @@ proptest! {
                 prop_assert_eq!(first_bad_ehk, None);
                 prop_assert_eq!(out.records.len(), message.records.len());
                 for (got, want) in out.records.iter().zip(&message.records) {
-                    prop_assert_eq!(&got.partition_key, &partition_keys[want.partition_key_index as usize]);
+                    prop_assert_eq!(&*got.partition_key, partition_keys[want.partition_key_index as usize].as_str());
                     prop_assert_eq!(&got.data[..], &want.data[..]);
                     prop_assert_eq!(
                         got.explicit_hash_key.map(|k| k.0),

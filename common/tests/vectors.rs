@@ -153,7 +153,7 @@ fn check_open_case(loaded: &Loaded) {
         assert_eq!(out.records.len(), 1, "{id}: {:?}", out.outcome);
         assert_eq!(out.records[0].data, loaded.bin, "{id}: passed through unchanged");
         assert_eq!(out.records[0].sub_sequence_number, None, "{id}");
-        assert_eq!(out.records[0].partition_key, input.partition_key, "{id}");
+        assert_eq!(&*out.records[0].partition_key, input.partition_key.as_str(), "{id}");
         match out.outcome {
             DeaggregationOutcome::PassedThrough(reason) => reason,
             other => panic!("{id}: expected pass-through, got {other:?}"),
@@ -271,7 +271,7 @@ fn check_expected(loaded: &Loaded, expected: &[VectorRecord]) {
         assert_eq!(out.records.len(), expected.len(), "{id}: record count");
         for (position, (got, want)) in out.records.iter().zip(expected).enumerate() {
             let at = format!("{id} record {position}");
-            assert_eq!(got.partition_key, want.partition_key, "{at}: partition key");
+            assert_eq!(&*got.partition_key, want.partition_key.as_str(), "{at}: partition key");
             assert_eq!(
                 got.explicit_hash_key.map(|k| k.to_string()),
                 want.explicit_hash_key,

@@ -340,7 +340,11 @@ mod tests {
             data: entry.entry.data.clone(),
             approximate_arrival: None,
         };
-        deaggregate(&record, None).records.into_iter().map(|r| (r.partition_key, r.data)).collect()
+        deaggregate(&record, None)
+            .records
+            .into_iter()
+            .map(|r| (r.partition_key.to_string(), r.data))
+            .collect()
     }
 
     #[test]

@@ -36,7 +36,7 @@ async fn consumed(fake: &FakeKinesis, s: &StreamName) -> HashMap<ShardId, Vec<(S
         let users: Vec<_> = records
             .iter()
             .flat_map(|r| deaggregate(r, Some(shard.hash_range)).records)
-            .map(|u| (u.partition_key, String::from_utf8(u.data.to_vec()).unwrap()))
+            .map(|u| (u.partition_key.to_string(), String::from_utf8(u.data.to_vec()).unwrap()))
             .collect();
         out.insert(shard.id, users);
     }
@@ -409,7 +409,7 @@ async fn a_keys_records_stay_in_order_across_a_split_during_production() {
             for user in deaggregate(&record, Some(shard.hash_range)).records {
                 let text = std::str::from_utf8(&user.data).unwrap();
                 let n: i64 = text.split(' ').next().unwrap().parse().unwrap();
-                let prev = last.entry(user.partition_key).or_insert(-1);
+                let prev = last.entry(user.partition_key.to_string()).or_insert(-1);
                 violations += usize::from(n < *prev);
                 *prev = n.max(*prev);
                 seen += 1;

@@ -7,6 +7,8 @@
 
 use std::str;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use md5::{Digest, Md5};
 
@@ -196,7 +198,7 @@ fn plain(
     let user_record = KinesisClientRecord {
         sequence_number: record.sequence_number.clone(),
         sub_sequence_number: None,
-        partition_key: record.partition_key.clone(),
+        partition_key: Arc::from(record.partition_key.as_str()),
         explicit_hash_key: None,
         data,
         approximate_arrival: record.approximate_arrival,
@@ -349,6 +351,8 @@ fn expand(
     let mut ehk_values = vec![Cached::Unknown; ehk_count];
     let mut records = Vec::with_capacity(parsed.records.len());
     let mut outside = 0;
+    // Each distinct key is copied once; its records share it.
+    let mut shared_keys: Vec<Option<Arc<str>>> = vec![None; pk_count];
     for (position, raw) in parsed.records.iter().enumerate() {
         // Both indexes were checked above.
         let pk_index = raw.partition_key_index as usize;
@@ -391,7 +395,9 @@ fn expand(
         records.push(KinesisClientRecord {
             sequence_number: record.sequence_number.clone(),
             sub_sequence_number: Some(position as u64),
-            partition_key: partition_key.to_owned(),
+            partition_key: Arc::clone(
+                shared_keys[pk_index].get_or_insert_with(|| Arc::from(partition_key)),
+            ),
             explicit_hash_key,
             data: data.slice(raw.data.0..raw.data.1),
             approximate_arrival: record.approximate_arrival,
@@ -453,7 +459,7 @@ mod tests {
         let only = &out.records[0];
         assert_eq!(only.data, input.data);
         assert_eq!(only.sub_sequence_number, None);
-        assert_eq!(only.partition_key, input.partition_key);
+        assert_eq!(&*only.partition_key, input.partition_key.as_str());
         assert_eq!(only.hash_key(), HashKey::from_partition_key_bytes(b"outer"));
         assert_eq!(only.sequence_number, input.sequence_number);
         assert_eq!(only.approximate_arrival, input.approximate_arrival);
@@ -506,7 +512,7 @@ mod tests {
         assert_eq!(out.records.len(), 3);
         for (position, (got, want)) in out.records.iter().zip(&records).enumerate() {
             assert_eq!(got.sub_sequence_number, Some(position as u64));
-            assert_eq!(got.partition_key, want.partition_key.as_str());
+            assert_eq!(&*got.partition_key, want.partition_key.as_str());
             assert_eq!(got.explicit_hash_key, want.explicit_hash_key);
             assert_eq!(got.hash_key(), want.hash_key());
             assert_eq!(got.data, want.data);
@@ -698,7 +704,7 @@ mod tests {
         let out = deaggregate(&input, None);
         assert!(matches!(out.outcome, DeaggregationOutcome::Aggregated), "{:?}", out.outcome);
         assert_eq!(out.records.len(), 1);
-        assert_eq!(out.records[0].partition_key, "k");
+        assert_eq!(&*out.records[0].partition_key, "k");
         assert_eq!(out.records[0].data, &b"ok"[..]);
     }
 

@@ -46,6 +46,7 @@ mod decode;
 mod encode;
 mod wire;
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -113,8 +114,9 @@ pub struct KinesisClientRecord {
     /// The user record's index inside the aggregate (`0..n`), or `None` for a Kinesis record
     /// that is not an aggregate.
     pub sub_sequence_number: Option<u64>,
-    /// The user record's partition key (for a plain record, the Kinesis record's key).
-    pub partition_key: String,
+    /// The user record's partition key (for a plain record, the Kinesis record's key);
+    /// records of one aggregate with the same key share the text.
+    pub partition_key: Arc<str>,
     /// The user record's explicit hash key; always `None` for a plain record, because
     /// GetRecords does not return the explicit hash key a record was written with.
     pub explicit_hash_key: Option<HashKey>,
