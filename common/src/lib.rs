@@ -21,13 +21,13 @@ mod sequence;
 #[cfg(feature = "test-util")]
 pub mod fake;
 
+#[cfg(feature = "aws")]
+pub use api::sdk::SdkKinesis;
 pub use api::{
     ApiError, ApiErrorKind, ChildShard, ConsumerDescription, ConsumerStatus, GetRecordsOutput,
     KinesisApi, KinesisRecord, PutRecordsEntry, PutRecordsOutcome, Shard, ShardIterator,
     ShardIteratorPosition, StreamStatus, StreamSummary, SubscribeToShardEvent, Subscription,
 };
-#[cfg(feature = "aws")]
-pub use api::sdk::SdkKinesis;
 pub use hash::{HashKey, HashKeyRange};
 pub use names::{ConsumerName, PartitionKey, ShardId, StreamName};
 pub use sequence::{ExtendedSequenceNumber, SequenceNumber};
