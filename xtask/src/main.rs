@@ -73,7 +73,7 @@ enum Task {
     },
     /// Stop the servers listed in .local/run/state.env (SIGTERM, then SIGKILL after 10 s).
     Down {
-        /// Also stop other instances' servers (.local/run/state-<pid>.env).
+        /// Also stop other instances' servers (`.local/run/state-<pid>.env`).
         #[arg(long)]
         all: bool,
     },
