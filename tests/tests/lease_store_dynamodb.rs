@@ -184,3 +184,25 @@ async fn created_table_is_on_demand_and_keyed_by_lease_key() {
     );
     f.finish().await;
 }
+
+/// The LocalStack smoke subset: a lease's life (create, renew, take, checkpoint, release) and
+/// a KCL-written item, on LocalStack's DynamoDB.
+#[tokio::test]
+async fn smoke_lease_life_on_this_backend() {
+    // Each check expects a table of its own.
+    let f = fixture().await;
+    contract::create_if_absent_creates_once(&f.store).await;
+    f.finish().await;
+    let f = fixture().await;
+    contract::take_changes_owner_and_counts_switches(&f.store).await;
+    f.finish().await;
+    let f = fixture().await;
+    contract::checkpoint_stores_position(&f.store).await;
+    f.finish().await;
+    let f = fixture().await;
+    contract::release_clears_owner(&f.store).await;
+    f.finish().await;
+    let f = fixture().await;
+    contract::kcl_written_item_decodes(&f.store, &f.raw).await;
+    f.finish().await;
+}
