@@ -21,13 +21,14 @@ use std::time::{Duration, Instant};
 
 use kinesis_common::backoff::Backoff;
 use kinesis_common::{
-    ApiError, ApiErrorKind, HashKey, KinesisApi, PutRecordsOutcome, Shard, ShardId, StreamName,
+    ApiError, ApiErrorKind, HashKey, KinesisApi, PutRecordsEntry, PutRecordsOutcome, Shard,
+    ShardId, StreamName,
 };
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use crate::aggregator::{Aggregator, KinesisEntry};
 use crate::barrier::Barrier;
@@ -491,18 +492,33 @@ impl Pipeline {
         let api = Arc::clone(&self.api);
         let stream = self.stream.clone();
         let timeout = self.config.request_timeout;
-        let task = self.in_flight.spawn(async move {
-            let result = match tokio::time::timeout(timeout, api.put_records(&stream, request))
-                .await
-            {
-                Ok(result) => result,
-                Err(_) => Err(ApiError::new(
-                    ApiErrorKind::Transient,
-                    format!("PutRecords timed out after {timeout:?}; it may still have succeeded"),
-                )),
-            };
-            (id, now, result)
-        });
+        let span = tracing::debug_span!(
+            "put_records",
+            stream = %self.stream,
+            request = id,
+            records = request.len(),
+            bytes = request.iter().map(PutRecordsEntry::size).sum::<usize>(),
+        );
+        let task = self.in_flight.spawn(
+            async move {
+                let result = match tokio::time::timeout(timeout, api.put_records(&stream, request))
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(ApiError::new(
+                        ApiErrorKind::Transient,
+                        format!(
+                            "PutRecords timed out after {timeout:?}; it may still have succeeded"
+                        ),
+                    )),
+                };
+                if let Err(error) = &result {
+                    debug!(%error, "PutRecords failed");
+                }
+                (id, now, result)
+            }
+            .instrument(span),
+        );
         self.tasks.insert(task.id(), id);
     }
 
@@ -768,10 +784,14 @@ impl Pipeline {
             Backoff::new(Duration::from_secs(1), Duration::from_secs(30))
                 .delay(self.refresh_failures - 1, &mut self.rng)
         };
-        self.refresh.spawn(async move {
-            tokio::time::sleep(delay).await;
-            api.list_shards(&stream).await
-        });
+        let span = tracing::debug_span!("shard_map_refresh", stream = %self.stream, attempt = self.refresh_failures);
+        self.refresh.spawn(
+            async move {
+                tokio::time::sleep(delay).await;
+                api.list_shards(&stream).await
+            }
+            .instrument(span),
+        );
     }
 
     fn on_shards(&mut self, result: Result<Vec<Shard>, ApiError>) {

@@ -116,7 +116,8 @@ impl ProducerBuilder {
             rx,
             map,
         );
-        let task = tokio::spawn(pipeline.run());
+        let span = tracing::info_span!("kinesis_producer", stream = %stream);
+        let task = tokio::spawn(tracing::Instrument::instrument(pipeline.run(), span));
         Ok(Producer {
             inner: Arc::new(Inner {
                 tx,
