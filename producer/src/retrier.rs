@@ -95,19 +95,9 @@ pub(crate) fn classify_error(error: &ApiError, fail_if_throttled: bool) -> Verdi
 mod tests {
     use super::*;
     use crate::pending::tests::pending;
-    use kinesis_common::{HashKey, HashKeyRange, PartitionKey, PutRecordsEntry, Shard};
+    use crate::shard_map::tests::shard;
+    use kinesis_common::{HashKey, PartitionKey, PutRecordsEntry};
     use std::time::Instant;
-
-    fn shard(id: u32, start: u128, end: u128, open: bool) -> Shard {
-        Shard {
-            id: ShardId::new(format!("shardId-{id:012}")).unwrap(),
-            parent: None,
-            adjacent_parent: None,
-            hash_range: HashKeyRange::new(HashKey(start), HashKey(end)).unwrap(),
-            starting_sequence: SequenceNumber::new("1").unwrap(),
-            ending_sequence: (!open).then(|| SequenceNumber::new("9").unwrap()),
-        }
-    }
 
     /// An entry predicted for shard 0 holding user records with the given hash keys.
     fn entry(hash_keys: &[u128], aggregated: bool) -> KinesisEntry {

@@ -100,12 +100,13 @@ impl ShardMap {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kinesis_common::SequenceNumber;
     use proptest::prelude::*;
 
-    fn shard(id: u32, start: u128, end: u128, open: bool) -> Shard {
+    /// A shard `shardId-<id>` owning `start..=end`, open or closed.
+    pub(crate) fn shard(id: u32, start: u128, end: u128, open: bool) -> Shard {
         Shard {
             id: ShardId::new(format!("shardId-{id:012}")).unwrap(),
             parent: None,

@@ -86,7 +86,7 @@ async fn produce_and_verify(run: Run, prefix: &str) {
     let shards = direct.list_shards(&stream).await.unwrap();
     let mut found: HashMap<usize, Vec<Place>> = HashMap::new();
     let mut last_of_key: HashMap<usize, i64> = HashMap::new();
-    for shard in parents_first(&shards) {
+    for shard in Shard::parents_first(&shards) {
         for (seq, sub, data) in read_shard(direct.as_ref(), &stream, shard).await {
             let mut fields = data.split(' ');
             let id: usize = fields.next().unwrap().parse().unwrap();
@@ -118,25 +118,6 @@ async fn split_widest(api: &dyn KinesisApi, stream: &StreamName) {
     let (start, end) = (widest.hash_range.start().0, widest.hash_range.end().0);
     api.split_shard(stream, &widest.id, HashKey(start + (end - start) / 2 + 1)).await.unwrap();
     wait_active(api, stream, Duration::from_secs(30)).await.unwrap();
-}
-
-fn parents_first(shards: &[Shard]) -> Vec<&Shard> {
-    let mut out: Vec<&Shard> = Vec::new();
-    let mut left: Vec<&Shard> = shards.iter().collect();
-    while !left.is_empty() {
-        let before = left.len();
-        left.retain(|s| {
-            let ready = s
-                .parents()
-                .all(|p| out.iter().any(|o| &o.id == p) || !shards.iter().any(|x| &x.id == p));
-            if ready {
-                out.push(s);
-            }
-            !ready
-        });
-        assert!(left.len() < before, "parent cycle");
-    }
-    out
 }
 
 /// Every user record of a shard as (sequence, sub-sequence, data), filtered by its range.

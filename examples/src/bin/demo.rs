@@ -144,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
     let mut order_violations = 0;
     let mut filtered_aggregates = 0;
     let mut per_shard = BTreeMap::new();
-    for shard in parents_first(&shards) {
+    for shard in Shard::parents_first(&shards) {
         let (records, filtered) = read_shard(kinesis.as_ref(), &stream, shard).await?;
         filtered_aggregates += filtered;
         per_shard.insert(shard.id.clone(), records.len());
@@ -216,28 +216,6 @@ async fn split_hottest(
         .collect();
     ensure!(children.len() == 2, "split made {} children", children.len());
     Ok((widest.id.clone(), [children[0].clone(), children[1].clone()]))
-}
-
-/// Shards ordered so that every parent comes before its children.
-fn parents_first(shards: &[Shard]) -> Vec<&Shard> {
-    let mut out: Vec<&Shard> = Vec::new();
-    let mut left: Vec<&Shard> = shards.iter().collect();
-    while !left.is_empty() {
-        let before = left.len();
-        left.retain(|s| {
-            let ready = s
-                .parents()
-                .all(|p| out.iter().any(|o| &o.id == p) || !shards.iter().any(|x| &x.id == p));
-            if ready {
-                out.push(s);
-            }
-            !ready
-        });
-        if left.len() == before {
-            out.append(&mut left);
-        }
-    }
-    out
 }
 
 /// Reads a shard from its start to its end (closed) or to the tip (open), returning the user
