@@ -130,7 +130,11 @@ async fn main() -> anyhow::Result<()> {
         aggregated,
         failed
     );
-    println!("   send-to-delivery latency p50 {:?}, p99 {:?}", p(0.5), p(0.99));
+    println!(
+        "   send-to-delivery latency p50 {:?}, p99 {:?} (every record is sent in one burst, so this is mostly waiting behind the per-shard rate limits)",
+        p(0.5),
+        p(0.99)
+    );
     if let Some((parent, children)) = &split_done {
         println!("3. split {parent} into {} and {} while producing", children[0], children[1]);
     }
@@ -167,7 +171,7 @@ async fn main() -> anyhow::Result<()> {
     let missing = seen.iter().filter(|n| **n == 0).count();
     let duplicated = seen.iter().filter(|n| **n > 1).count();
     println!(
-        "   {filtered_aggregates} aggregates dropped by a shard's hash-range filter (copies of wrong-shard writes the producer re-sent)"
+        "   {filtered_aggregates} aggregate(s) dropped by a shard's hash-range filter (copies of wrong-shard writes the producer re-sent)"
     );
 
     if !args.keep {
