@@ -10,4 +10,6 @@ pub use lease::{
 // Pure policies of the lease coordinator and shard sync, which will call them; until those
 // exist only the tests do.
 #[cfg_attr(not(test), allow(dead_code))]
+mod shard_sync;
+#[cfg_attr(not(test), allow(dead_code))]
 mod taker;
