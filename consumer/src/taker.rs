@@ -165,8 +165,10 @@ pub(crate) struct TakePlan {
 /// a worker at or below the target is never stolen from:
 /// 1. Workers are the distinct owners of unexpired leases, plus `me`; the target is
 ///    ceil(leases / workers), capped at `max_leases_per_worker`.
-/// 2. Very old leases (unrenewed for three lease durations) are taken first, up to the cap
-///    even past the target.
+/// 2. Very old leases (owned, unrenewed for three lease durations) are taken first, up to the
+///    cap even past the target. Unlike the KCL, which counts a never-renewed unowned lease as
+///    very old, unowned leases are not: they count against the target, so new leases (after a
+///    reshard) are spread by the target rather than taken by whichever worker scans first.
 /// 3. Other unowned and expired leases are taken while below the target.
 /// 4. Only when no lease is available and `me` is below the target: steal from the single
 ///    most loaded worker, if it holds more than the target, at most its excess, what `me`
@@ -412,6 +414,18 @@ mod tests {
         let capped = TakerConfig { max_leases_per_worker: 3, ..config };
         let planned = plan(&seen, &leases, &worker(2), t0 + secs(31), &capped);
         assert_eq!(planned.takes.len(), 3);
+    }
+
+    #[test]
+    fn long_unowned_leases_are_not_very_old_and_respect_the_target() {
+        // 6 unowned leases seen a minute ago, worker 1 holds 2: target 4 for me.
+        let mut leases: Vec<Lease> = (0..6).map(|n| lease(n, None, 0)).collect();
+        leases.extend((6..8).map(|n| lease(n, Some(1), 1)));
+        let now = Instant::now() + secs(100);
+        let seen = observe_with_ages(&leases, &[60, 60, 60, 60, 60, 60, 0, 0], now);
+        let planned = plan(&seen, &leases, &worker(2), now, &TakerConfig::default());
+        assert_eq!(planned.target, 4);
+        assert_eq!(kinds(&planned), [TakeKind::Unowned; 4]);
     }
 
     #[test]
@@ -672,17 +686,16 @@ mod tests {
         })
     }
 
+    /// Observations in which each lease's counter last changed `ages[i]` seconds before `now`.
     fn observe_with_ages(leases: &[Lease], ages: &[u64], now: Instant) -> LeaseObservations {
-        let mut seen = LeaseObservations::new();
-        for (lease, age) in leases.iter().zip(ages) {
-            let mut only = seen.seen.clone();
-            only.insert(
-                lease.key.clone(),
-                Seen { counter: lease.counter, changed_at: now - secs(*age) },
-            );
-            seen.seen = only;
-        }
-        seen
+        let seen = leases
+            .iter()
+            .zip(ages)
+            .map(|(l, age)| {
+                (l.key.clone(), Seen { counter: l.counter, changed_at: now - secs(*age) })
+            })
+            .collect();
+        LeaseObservations { seen }
     }
 
     proptest! {
