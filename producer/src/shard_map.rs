@@ -28,7 +28,6 @@ pub(crate) struct ShardMap {
     /// The range of every shard known, open or recently closed, with when it was last seen
     /// closed (`None` while open).
     ranges: HashMap<ShardId, (HashKeyRange, Option<Instant>)>,
-    updated_at: Instant,
 }
 
 /// ListShards gave open shards whose ranges overlap.
@@ -42,7 +41,7 @@ pub(crate) struct OverlappingShards {
 impl ShardMap {
     /// A map of `shards` (open and closed, as ListShards returns them) seen at `now`.
     pub(crate) fn new(shards: &[Shard], now: Instant) -> Result<Self, OverlappingShards> {
-        let mut map = Self { open: Vec::new(), ranges: HashMap::new(), updated_at: now };
+        let mut map = Self { open: Vec::new(), ranges: HashMap::new() };
         map.update(shards, now)?;
         Ok(map)
     }
@@ -72,7 +71,6 @@ impl ShardMap {
             closed_at.is_none_or(|at| now.saturating_duration_since(at) < CLOSED_SHARD_TTL)
         });
         self.open = open;
-        self.updated_at = now;
         Ok(())
     }
 

@@ -249,13 +249,9 @@ async fn read_shard(
             }
         }
         match page.next_iterator {
-            // An open shard is read until two reads in a row come back empty.
-            Some(next) if shard.is_open() && empty_reads >= 2 => {
-                let _ = next;
-                break;
-            }
-            Some(next) => iterator = next,
-            None => break,
+            // An open shard has no end: it is read until two reads in a row come back empty.
+            Some(next) if !(shard.is_open() && empty_reads >= 2) => iterator = next,
+            _ => break,
         }
     }
     Ok((out, filtered))
