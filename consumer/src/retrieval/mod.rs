@@ -1,0 +1,113 @@
+//! Retrieval: reading one shard's records from Kinesis and handing them, de-aggregated, to
+//! the shard consumer through a bounded queue.
+//!
+//! This module owns the contract between a retriever task and the shard consumer that reads
+//! its queue: the [`StartPosition`] a retriever starts from, the [`Fetched`] items it sends,
+//! and its [`RetrievalError`]. The polling retriever (GetRecords) lives in [`polling`].
+//!
+//! Invariants every retriever keeps:
+//! - Records are sent in (sequence, sub-sequence) order, each exactly once, none at or
+//!   before the start position's checkpoint (resuming mid-aggregate skips exactly the
+//!   sub-records already checkpointed).
+//! - Aggregates are de-aggregated with the shard's hash key range as filter, and compression
+//!   envelopes are undone (`kinesis_common::aggregation::deaggregate`).
+//! - [`Fetched::End`] is the last item of a shard that was read to its end; after it the
+//!   queue closes. A queue that closes without `End` or an error means the retriever was
+//!   cancelled.
+//! - The queue is bounded: a retriever is at most `prefetch` batches ahead of processing.
+
+pub(crate) mod polling;
+
+use std::time::SystemTime;
+
+use kinesis_common::aggregation::KinesisClientRecord;
+use kinesis_common::{ApiError, ChildShard, ExtendedSequenceNumber, SequenceNumber, ShardId};
+
+/// Where a retriever starts reading a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StartPosition {
+    /// The oldest record kept.
+    TrimHorizon,
+    /// Records written after the retriever starts.
+    Latest,
+    /// The first record that arrived at or after this time.
+    AtTimestamp(SystemTime),
+    /// After the checkpoint: read from `AT_SEQUENCE_NUMBER(sequence)` and skip every record
+    /// whose (sequence, sub-sequence) is at or before `(sequence, sub_sequence)`.
+    After {
+        /// The checkpointed sequence number.
+        sequence: SequenceNumber,
+        /// The checkpointed sub-sequence number (0 for a plain record).
+        sub_sequence: u64,
+    },
+}
+
+impl StartPosition {
+    /// The position to resume from for a lease's checkpoint; `None` for `SHARD_END`, as the
+    /// shard needs no more reading. `AT_TIMESTAMP` takes its time from `timestamp`, the
+    /// consumer's configured initial timestamp (the epoch if none is configured).
+    pub(crate) fn from_checkpoint(
+        checkpoint: &ExtendedSequenceNumber,
+        timestamp: Option<SystemTime>,
+    ) -> Option<Self> {
+        match checkpoint {
+            ExtendedSequenceNumber::TrimHorizon => Some(Self::TrimHorizon),
+            ExtendedSequenceNumber::Latest => Some(Self::Latest),
+            ExtendedSequenceNumber::AtTimestamp => {
+                Some(Self::AtTimestamp(timestamp.unwrap_or(SystemTime::UNIX_EPOCH)))
+            }
+            ExtendedSequenceNumber::ShardEnd => None,
+            ExtendedSequenceNumber::Sequence { sequence, sub_sequence } => {
+                Some(Self::After { sequence: sequence.clone(), sub_sequence: *sub_sequence })
+            }
+        }
+    }
+}
+
+/// One batch of user records, as one GetRecords call (or one SubscribeToShard event) gave.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FetchedBatch {
+    /// The user records, de-aggregated, filtered, in order; may be empty.
+    pub(crate) records: Vec<KinesisClientRecord>,
+    /// How far the shard's newest record is ahead of this batch.
+    pub(crate) millis_behind_latest: Option<u64>,
+    /// Kinesis records in the response (before de-aggregation).
+    pub(crate) kinesis_records: usize,
+    /// Bytes of Kinesis record data in the response (before decompression).
+    pub(crate) bytes: usize,
+    /// Kinesis records that looked like aggregates or envelopes but were corrupt, and were
+    /// handed on as plain records.
+    pub(crate) corrupt: usize,
+    /// User records dropped because their aggregate held records outside the shard's range.
+    pub(crate) filtered_out: usize,
+}
+
+/// What a retriever sends.
+#[derive(Debug, Clone)]
+pub(crate) enum Fetched {
+    /// Records (possibly none, when the shard is idle and the consumer asked for empty
+    /// batches; retrievers may also skip empty batches).
+    Batch(FetchedBatch),
+    /// The shard is closed and was read to its end; these are its children (empty when the
+    /// service did not report them).
+    End {
+        /// The children of the shard.
+        child_shards: Vec<ChildShard>,
+    },
+}
+
+/// Why a retriever stopped without reaching the shard's end.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum RetrievalError {
+    /// A Kinesis call failed in a way retrying cannot fix (stream or shard not found, access
+    /// denied, invalid argument).
+    #[error("reading shard {shard} failed")]
+    Api {
+        /// The shard.
+        shard: ShardId,
+        /// The last error.
+        #[source]
+        source: ApiError,
+    },
+}
