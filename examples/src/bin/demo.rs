@@ -1,22 +1,24 @@
 //! The demo: produce KPL-aggregated records into a fresh stream, split a shard while
-//! producing, read every shard back the way a KCL consumer does (parents before children,
-//! de-aggregation with the hash-range filter), and check that nothing was lost, nothing
-//! duplicated, and every partition key's records kept their order.
+//! producing, consume them with two consumer workers sharing a DynamoDB lease table (one of
+//! them shuts down halfway and hands its leases over), and check that nothing was lost and
+//! every partition key's records kept their order (duplicates, which at-least-once delivery
+//! allows, are counted and dropped by a `Deduplicator`).
 //!
 //! Run it with `cargo xtask demo`, which starts the local substrate first; against real AWS,
 //! run `cargo run -p kinesis-examples --bin demo -- --stream <name>` with AWS credentials
-//! (it creates and deletes that stream).
+//! (it creates and deletes that stream and a lease table named `<stream>-leases`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
-use kinesis_common::aggregation::{DeaggregationOutcome, deaggregate};
 use kinesis_common::compression::Codec;
-use kinesis_common::{
-    HashKey, KinesisApi, Shard, ShardId, ShardIteratorPosition, StreamName, StreamStatus,
+use kinesis_common::{HashKey, KinesisApi, ShardId, StreamName, StreamStatus};
+use kinesis_consumer::{
+    Batch, Checkpointer, Consumer, ConsumerConfig, Deduplicator, DynamoLeaseStore, InitialPosition,
+    LeaseStore, ProcessorError, ShardProcessor, WorkerId,
 };
 use kinesis_producer::{Compression, Producer, ProducerConfig, Record};
 
@@ -140,39 +142,72 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!(
-        "4. read every shard back, parents first, de-aggregating with each shard's hash range"
+        "4. consume with two workers sharing a lease table (parents before children, de-aggregation with each shard's hash range)"
     );
-    let shards = kinesis.list_shards(&stream).await?;
-    let mut seen: Vec<u32> = vec![0; args.records];
-    let mut per_key_last: HashMap<usize, i64> = HashMap::new();
-    let mut order_violations = 0;
-    let mut filtered_aggregates = 0;
-    let mut per_shard = BTreeMap::new();
-    for shard in Shard::parents_first(&shards) {
-        let (records, filtered) = read_shard(kinesis.as_ref(), &stream, shard).await?;
-        filtered_aggregates += filtered;
-        per_shard.insert(shard.id.clone(), records.len());
-        for data in records {
-            let mut fields = data.split(' ');
-            let id: usize = fields.next().unwrap_or_default().parse().context("payload id")?;
-            let key: usize = fields.next().unwrap_or_default().parse().context("payload key")?;
-            let nth: i64 = fields.next().unwrap_or_default().parse().context("payload order")?;
-            seen[id] += 1;
-            let last = per_key_last.entry(key).or_insert(-1);
-            if nth < *last {
-                order_violations += 1;
-            }
-            *last = nth.max(*last);
-        }
-    }
-    for (shard, n) in &per_shard {
+    let sdk = kinesis_examples::sdk_config().await;
+    let table = format!("{stream}-leases");
+    let leases: Arc<dyn LeaseStore> = Arc::new(DynamoLeaseStore::new(&sdk, table.clone()));
+    let tally = Tally::new(args.records);
+    let consumer_config = {
+        let mut c = ConsumerConfig::default();
+        c.initial_position = InitialPosition::TrimHorizon;
+        // Short timings so the demo's handover takes seconds, not the KCL's 10-20 s.
+        c.lease_duration = Duration::from_secs(6);
+        c.renew_interval = Duration::from_secs(2);
+        c.taker_interval = Duration::from_secs(3);
+        c.parent_poll_interval = Duration::from_millis(500);
+        c.polling.idle_time_between_reads = Duration::from_millis(250);
+        c
+    };
+    let start_worker = |name: &str| {
+        let tally = tally.clone();
+        Consumer::builder(Arc::clone(&kinesis), Arc::clone(&leases))
+            .stream(stream.clone())
+            .application_name(table.clone())
+            .worker_id(WorkerId::new(name))
+            .config(consumer_config.clone())
+            .start(move |shard: &ShardId| DemoProcessor {
+                shard: shard.clone(),
+                tally: tally.clone(),
+            })
+    };
+    let worker_1 = start_worker("worker-1").await?;
+    let worker_2 = start_worker("worker-2").await?;
+    // Let both work for a while, then stop worker-1 gracefully: it checkpoints and releases
+    // its leases, and worker-2 takes them over at its next taker cycle.
+    tally.wait_for(args.records / 3, Duration::from_secs(60)).await;
+    println!(
+        "   worker-1 held {:?}, worker-2 held {:?}",
+        worker_1.held_shards(),
+        worker_2.held_shards()
+    );
+    let handed_over = worker_1.shutdown().await?;
+    println!(
+        "   worker-1 shut down after {} records: released {} lease(s) to worker-2",
+        tally.first_seen(),
+        handed_over.shards.len()
+    );
+    let complete = tally.wait_for(args.records, Duration::from_secs(120)).await;
+    // Read a little longer so late duplicates, if any, are counted.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!("   worker-2 held {:?} at the end", worker_2.held_shards());
+    worker_2.shutdown().await?;
+    let summary = tally.summary();
+    for (shard, n) in &summary.per_shard {
         println!("   {shard}: {n} user records");
     }
-    let missing = seen.iter().filter(|n| **n == 0).count();
-    let duplicated = seen.iter().filter(|n| **n > 1).count();
+    let (missing, duplicated, order_violations) =
+        (args.records - summary.distinct, summary.duplicates, summary.order_violations);
     println!(
-        "   {filtered_aggregates} aggregate(s) dropped by a shard's hash-range filter (copies of wrong-shard writes the producer re-sent)"
+        "   {duplicated} duplicate deliveries dropped by the Deduplicator (at-least-once: records after a checkpoint are read again by the next lease holder)"
     );
+    if !complete {
+        eprintln!("   gave up waiting: not every record arrived");
+    }
+    if !args.keep {
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        dynamodb.delete_table().table_name(&table).send().await.context("DeleteTable")?;
+    }
 
     if !args.keep {
         kinesis.delete_stream(&stream).await.context("DeleteStream")?;
@@ -222,37 +257,121 @@ async fn split_hottest(
     Ok((widest.id.clone(), [children[0].clone(), children[1].clone()]))
 }
 
-/// Reads a shard from its start to its end (closed) or to the tip (open), returning the user
-/// records' data as text and how many aggregates the hash-range filter dropped.
-async fn read_shard(
-    kinesis: &dyn KinesisApi,
-    stream: &StreamName,
-    shard: &Shard,
-) -> anyhow::Result<(Vec<String>, usize)> {
-    let mut iterator =
-        kinesis.get_shard_iterator(stream, &shard.id, ShardIteratorPosition::TrimHorizon).await?;
-    let mut out = Vec::new();
-    let mut filtered = 0;
-    let mut empty_reads = 0;
-    loop {
-        let page = kinesis.get_records(&iterator, Some(10_000)).await?;
-        if page.records.is_empty() {
-            empty_reads += 1;
+/// What the workers delivered, shared by every processor.
+#[derive(Clone)]
+struct Tally {
+    inner: Arc<Mutex<TallyState>>,
+}
+
+struct TallyState {
+    /// Drops records delivered twice (after a lease handover) by their id.
+    dedup: Deduplicator<usize>,
+    distinct: usize,
+    per_key_last: HashMap<usize, i64>,
+    order_violations: usize,
+    per_shard: BTreeMap<ShardId, usize>,
+}
+
+struct Summary {
+    distinct: usize,
+    duplicates: u64,
+    order_violations: usize,
+    per_shard: BTreeMap<ShardId, usize>,
+}
+
+impl Tally {
+    fn new(records: usize) -> Self {
+        let state = TallyState {
+            dedup: Deduplicator::new(records),
+            distinct: 0,
+            per_key_last: HashMap::new(),
+            order_violations: 0,
+            per_shard: BTreeMap::new(),
+        };
+        Self { inner: Arc::new(Mutex::new(state)) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TallyState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, shard: &ShardId, data: &str) -> anyhow::Result<()> {
+        let mut fields = data.split(' ');
+        let id: usize = fields.next().unwrap_or_default().parse().context("payload id")?;
+        let key: usize = fields.next().unwrap_or_default().parse().context("payload key")?;
+        let nth: i64 = fields.next().unwrap_or_default().parse().context("payload order")?;
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        *state.per_shard.entry(shard.clone()).or_insert(0) += 1;
+        if !state.dedup.first_seen(id) {
+            return Ok(());
         }
-        for record in &page.records {
-            let users = deaggregate(record, Some(shard.hash_range));
-            if matches!(users.outcome, DeaggregationOutcome::FilteredOut { .. }) {
-                filtered += 1;
-            }
-            for user in users.records {
-                out.push(String::from_utf8(user.data.to_vec()).context("payload is text")?);
-            }
+        state.distinct += 1;
+        let last = state.per_key_last.entry(key).or_insert(-1);
+        if nth < *last {
+            state.order_violations += 1;
         }
-        match page.next_iterator {
-            // An open shard has no end: it is read until two reads in a row come back empty.
-            Some(next) if !(shard.is_open() && empty_reads >= 2) => iterator = next,
-            _ => break,
+        *last = nth.max(*last);
+        Ok(())
+    }
+
+    fn first_seen(&self) -> usize {
+        self.lock().distinct
+    }
+
+    /// Waits until `n` distinct records arrived; false if none arrived for `stall`.
+    async fn wait_for(&self, n: usize, stall: Duration) -> bool {
+        let mut last = (self.first_seen(), Instant::now());
+        while self.first_seen() < n {
+            let now = self.first_seen();
+            if now != last.0 {
+                last = (now, Instant::now());
+            } else if last.1.elapsed() > stall {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        true
+    }
+
+    fn summary(&self) -> Summary {
+        let state = self.lock();
+        Summary {
+            distinct: state.distinct,
+            duplicates: state.dedup.duplicates(),
+            order_violations: state.order_violations,
+            per_shard: state.per_shard.clone(),
         }
     }
-    Ok((out, filtered))
+}
+
+/// The demo's record processor: tallies every record and checkpoints after every batch.
+struct DemoProcessor {
+    shard: ShardId,
+    tally: Tally,
+}
+
+#[async_trait::async_trait]
+impl ShardProcessor for DemoProcessor {
+    async fn process(
+        &mut self,
+        batch: Batch,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        for record in &batch.records {
+            let text = std::str::from_utf8(&record.data)?;
+            self.tally.record(&self.shard, text)?;
+        }
+        checkpointer.checkpoint().await?;
+        Ok(())
+    }
+
+    async fn shutdown_requested(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        // Everything handed out was tallied in `process`: checkpoint it before handing over.
+        checkpointer.checkpoint().await?;
+        Ok(())
+    }
 }
