@@ -27,7 +27,7 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use kinesis_common::{ShardId, StreamName, api::SdkKinesis};
+//! use kinesis_common::{SdkKinesis, ShardId, StreamName};
 //! use kinesis_consumer::{
 //!     Batch, Checkpointer, Consumer, DynamoLeaseStore, InitialPosition, ProcessorError,
 //!     ShardProcessor,
@@ -50,8 +50,8 @@
 //!     }
 //! }
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+//! # async fn run(config: aws_types::SdkConfig) -> Result<(), Box<dyn std::error::Error>> {
+//! // `config` from `aws_config::load_defaults(..)`.
 //! let kinesis = Arc::new(SdkKinesis::new(&config));
 //! let leases = Arc::new(DynamoLeaseStore::new(&config, "my-application"));
 //! let consumer = Consumer::builder(kinesis, leases)

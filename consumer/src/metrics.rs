@@ -16,6 +16,10 @@
 //! | `kinesis_consumer_leases_lost_total` | counter | shard | leases lost to another worker or to failed renewals |
 //! | `kinesis_consumer_lease_renewal_failures_total` | counter | shard | renewals that failed with a table error |
 //! | `kinesis_consumer_shards_ended_total` | counter | | shards checkpointed at `SHARD_END` |
+//! | `kinesis_consumer_get_records_calls_total` | counter | stream, shard | GetRecords calls (polling retrieval) |
+//! | `kinesis_consumer_get_records_throttled_total` | counter | stream, shard | GetRecords calls throttled |
+//! | `kinesis_consumer_expired_iterator_total` | counter | stream, shard | iterators that expired and were renewed |
+//! | `kinesis_consumer_retrieval_retries_total` | counter | stream, shard | retried GetRecords / GetShardIterator failures |
 
 use std::time::Duration;
 

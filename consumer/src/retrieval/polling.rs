@@ -243,6 +243,13 @@ impl PollingRetriever {
         (retriever, receiver)
     }
 
+    /// The same retriever drawing its jitter from `rng`, so that a test can replay the delays.
+    #[cfg(test)]
+    fn with_rng(mut self, rng: SmallRng) -> Self {
+        self.rng = rng;
+        self
+    }
+
     /// Reads the shard until its end, a non-retryable error, cancellation or the receiver
     /// going away.
     pub(crate) async fn run(mut self) {
@@ -280,7 +287,7 @@ impl PollingRetriever {
             self.meters.calls.increment(1);
             let answer = self.until(self.api.get_records(&iterator, Some(limit))).await?;
             // Every call counts against the shard's five a second, failed ones too.
-
+            self.next_call = called_at + self.config.min_interval_between_calls;
             let output = match answer {
                 Ok(output) => output,
                 Err(error) => {
@@ -312,12 +319,13 @@ impl PollingRetriever {
             if let Some(last) = output.records.last() {
                 self.last_received = Some(last.sequence_number.clone());
             }
-            let mut permit = Some(permit);
-            if !batch.records.is_empty() || self.config.deliver_empty_batches {
-                if let Some(permit) = permit.take() {
-                    permit.send(Ok(Fetched::Batch(batch)));
-                }
-            }
+            // The permit goes to the batch if there is one to send; else it may carry End.
+            let permit = if !batch.records.is_empty() || self.config.deliver_empty_batches {
+                drop(permit.send(Ok(Fetched::Batch(batch))));
+                None
+            } else {
+                Some(permit)
+            };
             let Some(next) = output.next_iterator else {
                 debug!(children = output.child_shards.len(), "reached the end of the shard");
                 let end = Ok(Fetched::End { child_shards: output.child_shards });
@@ -336,17 +344,23 @@ impl PollingRetriever {
     async fn shard_iterator(&mut self) -> Result<ShardIterator, Halt> {
         loop {
             let position = self.position();
+            let called_at = Instant::now();
             let answer = self
                 .until(self.api.get_shard_iterator(&self.stream, &self.shard, position.clone()))
                 .await?;
             match answer {
                 Ok(iterator) => {
+                    self.failures = 0;
                     debug!(?position, "got a shard iterator");
                     return Ok(iterator);
                 }
                 Err(error) if error.is_retryable() => {
+                    // GetShardIterator has the same quota of 5 calls per second per shard
+                    // (Kinesis developer guide, "Quotas and limits"): a short jitter draw
+                    // must not retry faster.
                     let retry_at = self.retry_at("GetShardIterator", &error);
-                    self.wait_until(retry_at).await?;
+                    let paced = called_at + self.config.min_interval_between_calls;
+                    self.wait_until(retry_at.max(paced)).await?;
                 }
                 Err(error) => return Err(Halt::Failed(error)),
             }
@@ -676,7 +690,7 @@ mod tests {
         }
 
         /// Every user record until the shard's end, and the children it reported.
-        async fn to_end(&mut self) -> (Vec<KinesisClientRecord>, Vec<ChildShard>) {
+        async fn read_to_end(&mut self) -> (Vec<KinesisClientRecord>, Vec<ChildShard>) {
             let mut records = Vec::new();
             loop {
                 match self.next().await {
@@ -723,7 +737,7 @@ mod tests {
         fake.split_shard(&s, &parent.id, HashKey(1 << 127)).await.unwrap();
         // Written while the split is pending: still the parent's.
         written.push(put(&fake, &s, "r5").await);
-        let (rest, children) = reader.to_end().await;
+        let (rest, children) = reader.read_to_end().await;
         assert_eq!(data(&rest), ["r2", "r3", "r4", "r5"]);
         let seqs: Vec<_> = rest.iter().map(|r| r.sequence_number.clone()).collect();
         assert_eq!(seqs, written[2..]);
@@ -826,15 +840,65 @@ mod tests {
         );
         let first = reader.batch().await;
         let waited = began.elapsed();
-        // One GetShardIterator backoff (at most 200 ms), then three failed GetRecords calls
-        // each at least 200 ms apart, whose backoffs are at most 200, 400 and 800 ms.
-        assert!(waited >= Duration::from_millis(600), "{waited:?}");
+        // One failed GetShardIterator call and three failed GetRecords calls, each followed
+        // by the 200 ms call interval or a longer backoff (at most 200, 200, 400, 800 ms; the
+        // attempt count starts over after the GetShardIterator success).
+        assert!(waited >= Duration::from_millis(800), "{waited:?}");
         assert!(waited <= Duration::from_millis(200 + 200 + 400 + 800), "{waited:?}");
         assert_eq!(fake.counters().calls(Operation::GetShardIterator), 2);
         assert_eq!(get_records_calls(&fake, &shards[0]), 4);
         let mut records = first.records;
         records.extend(reader.records(3).await);
         assert_eq!(data(&records), ["r0", "r1", "r2", "r3", "r4"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_backs_off_with_growing_jittered_delays_and_starts_over_after_a_success() {
+        let (fake, s, shards) = setup(1).await;
+        put(&fake, &s, "r0").await;
+        put(&fake, &s, "r1").await;
+        let throttled = ApiError::from_code("ProvisionedThroughputExceededException", "slow down");
+        fake.faults().fail_next_calls(Operation::GetRecords, 4, throttled.clone());
+        let backoff = Backoff::new(Duration::from_millis(300), Duration::from_secs(5));
+        let config = PollingConfig { throttle_backoff: backoff, ..config() };
+        let seed = 7;
+        // The delays the retriever will draw: attempts 0..4, then 0 again after the success.
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let delays: Vec<Duration> =
+            [0, 1, 2, 3, 0].into_iter().map(|attempt| backoff.delay(attempt, &mut rng)).collect();
+        // Without growth every ceiling would be 300 ms; make sure the seed shows it.
+        assert!(delays[1..4].iter().any(|d| *d > Duration::from_millis(300)), "{delays:?}");
+        let waits: Vec<Duration> =
+            delays.iter().map(|d| (*d).max(config.min_interval_between_calls)).collect();
+
+        let began = Instant::now();
+        let (retriever, mut queue) = PollingRetriever::new(
+            Arc::new(fake.clone()),
+            s.clone(),
+            shards[0].id.clone(),
+            Some(shards[0].hash_range),
+            StartPosition::TrimHorizon,
+            config.clone(),
+            CancellationToken::new(),
+        );
+        let _task = tokio::spawn(retriever.with_rng(SmallRng::seed_from_u64(seed)).run());
+        let mut arrival = async || {
+            match timeout(PATIENCE, queue.recv()).await.unwrap() {
+                Some(Ok(Fetched::Batch(batch))) => assert_eq!(batch.records.len(), 1),
+                other => panic!("expected a batch, got {other:?}"),
+            }
+            began.elapsed()
+        };
+        let close = |got: Duration, want: Duration| {
+            // The timer wheel rounds each deadline up to a whole millisecond.
+            assert!(got >= want && got <= want + Duration::from_millis(5), "{got:?} vs {want:?}");
+        };
+        let first = arrival().await;
+        close(first, waits[..4].iter().sum());
+        fake.faults().fail_next_calls(Operation::GetRecords, 1, throttled);
+        let second = arrival().await;
+        close(second - first, config.min_interval_between_calls + waits[4]);
+        assert_eq!(get_records_calls(&fake, &shards[0]), 7);
     }
 
     #[tokio::test(start_paused = true)]
