@@ -6,6 +6,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use kinesis_common::ConsumerName;
+
 use crate::retrieval::polling::PollingConfig;
 use crate::shard_sync;
 use crate::taker::TakerConfig;
@@ -53,10 +55,6 @@ pub struct PollingSettings {
     pub idle_time_between_reads: Duration,
     /// How many batches retrieval may run ahead of processing (KCL: up to 3 by default).
     pub prefetch: usize,
-    /// Whether the processor is called with empty batches when the shard is idle (KCL
-    /// `callProcessRecordsEvenForEmptyRecordList`, off by default), e.g. to checkpoint by
-    /// time.
-    pub deliver_empty_batches: bool,
 }
 
 impl Default for PollingSettings {
@@ -66,21 +64,42 @@ impl Default for PollingSettings {
             max_records: polling.max_records,
             idle_time_between_reads: polling.idle_time_between_reads,
             prefetch: polling.prefetch,
-            deliver_empty_batches: polling.deliver_empty_batches,
         }
     }
 }
 
 impl PollingSettings {
     /// The retriever's configuration.
-    pub(crate) fn to_config(&self) -> PollingConfig {
+    pub(crate) fn to_config(&self, deliver_empty_batches: bool) -> PollingConfig {
         PollingConfig {
             max_records: self.max_records.clamp(1, 10_000),
             idle_time_between_reads: self.idle_time_between_reads,
             prefetch: self.prefetch.max(1),
-            deliver_empty_batches: self.deliver_empty_batches,
+            deliver_empty_batches,
             ..PollingConfig::default()
         }
+    }
+}
+
+/// How a consumer reads its shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Retrieval {
+    /// GetRecords polling, sharing each shard's 2 MiB/s and 5 calls/s with every other
+    /// polling reader of the stream (the default).
+    Polling(PollingSettings),
+    /// Enhanced fan-out (SubscribeToShard): records pushed over HTTP/2 with a dedicated
+    /// 2 MiB/s per shard for this consumer. The stream consumer `consumer_name` is
+    /// registered at start if missing (the KCL names it after the application).
+    FanOut {
+        /// The registered stream consumer's name, shared by the application's workers.
+        consumer_name: ConsumerName,
+    },
+}
+
+impl Default for Retrieval {
+    fn default() -> Self {
+        Self::Polling(PollingSettings::default())
     }
 }
 
@@ -117,8 +136,16 @@ pub struct ConsumerConfig {
     /// How often a child shard checks whether its parents have finished (KCL: 10 s; 2 s
     /// here, a strongly consistent read of one item, so children start sooner).
     pub parent_poll_interval: Duration,
-    /// Polling retrieval settings.
-    pub polling: PollingSettings,
+    /// How shards are read: polling (default) or enhanced fan-out.
+    pub retrieval: Retrieval,
+    /// Whether the processor is called with empty batches when the shard is idle (KCL
+    /// `callProcessRecordsEvenForEmptyRecordList`, off by default), e.g. to checkpoint by
+    /// time.
+    pub deliver_empty_batches: bool,
+    /// Whether [`Consumer::shutdown`](crate::Consumer::shutdown) deregisters the fan-out
+    /// consumer (off by default: other workers of the application keep using it, and
+    /// registering again takes seconds).
+    pub deregister_on_shutdown: bool,
     /// How long [`Consumer::shutdown`](crate::Consumer::shutdown) waits for processors to
     /// finish `shutdown_requested` and release their leases; shards still running then are
     /// stopped, reported as timed out, and their leases expire for other workers.
@@ -141,7 +168,9 @@ impl Default for ConsumerConfig {
             shard_sync_interval: Duration::from_secs(60),
             cleanup_interval: Duration::from_secs(60),
             parent_poll_interval: Duration::from_secs(2),
-            polling: PollingSettings::default(),
+            retrieval: Retrieval::default(),
+            deliver_empty_batches: false,
+            deregister_on_shutdown: false,
             shutdown_timeout: Duration::from_secs(30),
             checkpoint_attempts: 3,
         }
@@ -195,7 +224,8 @@ mod tests {
         assert_eq!(config.validate(), Ok(()));
         assert_eq!(config.lease_duration, Duration::from_secs(10));
         assert!(config.renew_interval * 3 <= config.lease_duration);
-        assert_eq!(config.polling.max_records, 10_000);
+        assert_eq!(config.retrieval, Retrieval::Polling(PollingSettings::default()));
+        assert_eq!(PollingSettings::default().max_records, 10_000);
     }
 
     #[test]

@@ -5,15 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kinesis_common::{ApiError, ApiErrorKind, KinesisApi, ShardId, StreamName};
+use kinesis_common::{ApiError, ApiErrorKind, ConsumerName, KinesisApi, ShardId, StreamName};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span};
 
-use crate::config::{ConsumerConfig, InitialPosition, PollingSettings};
+use crate::config::{ConsumerConfig, InitialPosition, Retrieval};
 use crate::lease::{LeaseStore, LeaseStoreError, WorkerId};
 use crate::processor::{self, ProcessorFactory};
+use crate::registration::{self, RegistrationError};
 use crate::scheduler::{self, Scheduler, ShutdownReport, SyncError};
 use crate::shard_consumer::ShardContext;
 
@@ -47,6 +48,17 @@ pub enum StartError {
         /// The service's answer.
         #[source]
         source: ApiError,
+    },
+    /// The enhanced fan-out consumer could not be registered or did not become active.
+    #[error("fan-out consumer {name} of stream {stream} is not usable")]
+    FanOutConsumer {
+        /// The consumer's name.
+        name: ConsumerName,
+        /// The stream.
+        stream: StreamName,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Creating or reading the lease table failed.
     #[error("the lease table is not usable")]
@@ -124,9 +136,9 @@ impl ConsumerBuilder {
         self
     }
 
-    /// Polling retrieval settings.
-    pub fn polling(mut self, polling: PollingSettings) -> Self {
-        self.config.polling = polling;
+    /// How shards are read: [`Retrieval::Polling`] (default) or [`Retrieval::FanOut`].
+    pub fn retrieval(mut self, retrieval: Retrieval) -> Self {
+        self.config.retrieval = retrieval;
         self
     }
 
@@ -146,8 +158,34 @@ impl ConsumerBuilder {
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
         self.store.create_table_if_missing().await.map_err(StartError::LeaseTable)?;
 
+        let fan_out = match &self.config.retrieval {
+            Retrieval::FanOut { consumer_name } => {
+                let arn =
+                    registration::ensure_registered(self.api.as_ref(), &stream, consumer_name)
+                        .await
+                        .map_err(|error| match error {
+                            RegistrationError::Api(source)
+                                if source.kind() == ApiErrorKind::NotFound =>
+                            {
+                                StartError::StreamNotFound { stream: stream.clone(), source }
+                            }
+                            other => StartError::FanOutConsumer {
+                                name: consumer_name.clone(),
+                                stream: stream.clone(),
+                                source: Box::new(other),
+                            },
+                        })?;
+                Some((consumer_name.clone(), arn))
+            }
+            Retrieval::Polling(_) => None,
+        };
+        let deregister = (self.config.deregister_on_shutdown)
+            .then(|| fan_out.as_ref().map(|(name, _)| (self.api.clone(), name.clone())))
+            .flatten();
+
         let (notices_tx, notices) = mpsc::unbounded_channel();
         let context = ShardContext {
+            consumer_arn: fan_out.map(|(_, arn)| arn),
             api: self.api,
             store: self.store,
             stream: stream.clone(),
@@ -169,7 +207,7 @@ impl ConsumerBuilder {
         let span = info_span!("consumer", application = %application, worker = %worker_id, stream = %stream);
         info!(parent: &span, "consumer started");
         let task = tokio::spawn(scheduler.run().instrument(span));
-        Ok(Consumer { worker_id, stream, stop, task: Some(task), held })
+        Ok(Consumer { worker_id, stream, stop, task: Some(task), held, deregister })
     }
 }
 
@@ -185,13 +223,24 @@ fn default_worker_id() -> WorkerId {
 ///
 /// Stop it with [`shutdown`](Self::shutdown). Dropping it without shutting down starts the
 /// same graceful shutdown in the background, without waiting for it.
-#[derive(Debug)]
 pub struct Consumer {
     worker_id: WorkerId,
     stream: StreamName,
     stop: CancellationToken,
     task: Option<JoinHandle<ShutdownReport>>,
     held: watch::Receiver<Vec<ShardId>>,
+    /// The fan-out consumer to deregister at shutdown, if asked to.
+    deregister: Option<(Arc<dyn KinesisApi>, ConsumerName)>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("worker_id", &self.worker_id)
+            .field("stream", &self.stream)
+            .field("held", &*self.held.borrow())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Consumer {
@@ -233,12 +282,22 @@ impl Consumer {
     /// Stops gracefully: no more leases are taken; each processor's `shutdown_requested` is
     /// called (it may checkpoint), then its lease is released so another worker takes it at
     /// once. Waits for all of it, at most the configured shutdown timeout.
+    ///
+    /// With [`ConsumerConfig::deregister_on_shutdown`] and fan-out retrieval, the stream
+    /// consumer is deregistered afterwards; a failure to do so is logged, not returned, as
+    /// the consumer itself stopped cleanly.
     pub async fn shutdown(mut self) -> Result<ShutdownReport, RunError> {
         self.stop.cancel();
-        match self.task.take() {
-            Some(task) => task.await.map_err(RunError::Scheduler),
-            None => Ok(ShutdownReport::default()),
+        let report = match self.task.take() {
+            Some(task) => task.await.map_err(RunError::Scheduler)?,
+            None => ShutdownReport::default(),
+        };
+        if let Some((api, name)) = self.deregister.take()
+            && let Err(error) = registration::deregister(api.as_ref(), &self.stream, &name).await
+        {
+            tracing::warn!(consumer = %name, error = %error, "could not deregister the fan-out consumer");
         }
+        Ok(report)
     }
 
     /// Stops at once, as if the process died: no processor is called, no lease is released

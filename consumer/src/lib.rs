@@ -76,6 +76,7 @@ pub mod lease;
 mod lifecycle;
 mod metrics;
 mod processor;
+mod registration;
 mod retrieval;
 mod scheduler;
 mod shard_consumer;
@@ -85,7 +86,7 @@ mod taker;
 pub mod testing;
 
 pub use checkpoint::{CheckpointError, Checkpointer};
-pub use config::{ConsumerConfig, InitialPosition, PollingSettings};
+pub use config::{ConsumerConfig, InitialPosition, PollingSettings, Retrieval};
 pub use consumer::{Consumer, ConsumerBuilder, RunError, StartError};
 pub use dedup::{Deduplicator, RecordKey};
 pub use kinesis_common::aggregation::KinesisClientRecord;

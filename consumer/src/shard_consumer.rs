@@ -29,6 +29,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::checkpoint::Checkpointer;
 use crate::config::ConsumerConfig;
+use crate::config::{PollingSettings, Retrieval};
 use crate::keeper::{Holding, KeeperHandle};
 use crate::lease::{Lease, LeaseStore};
 use crate::lifecycle::{Event, ShutdownReason, State};
@@ -74,6 +75,8 @@ pub(crate) struct ShardContext {
     pub(crate) factory: DynFactory,
     pub(crate) config: Arc<ConsumerConfig>,
     pub(crate) notices: mpsc::UnboundedSender<ShardNotice>,
+    /// The registered fan-out consumer's ARN, with [`Retrieval::FanOut`](crate::Retrieval).
+    pub(crate) consumer_arn: Option<String>,
 }
 
 /// Runs the shard consumer of `lease` (just taken; `keeper` holds it) until it is done.
@@ -96,19 +99,19 @@ struct ShardConsumer {
     state: State,
     processor: Option<Box<dyn ShardProcessor>>,
     checkpointer: Option<Checkpointer>,
-    retrieval: Option<Retrieval>,
+    retrieval: Option<Retriever>,
     children: Vec<ChildShard>,
     records_processed: u64,
     error: Option<String>,
     reason: Option<ShutdownReason>,
 }
 
-struct Retrieval {
+struct Retriever {
     queue: mpsc::Receiver<Result<Fetched, RetrievalError>>,
     cancel: CancellationToken,
 }
 
-impl Drop for Retrieval {
+impl Drop for Retriever {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
@@ -254,16 +257,30 @@ impl ShardConsumer {
         ) {
             Some(start) => {
                 let cancel = CancellationToken::new();
-                let (queue, _task) = polling::spawn(
-                    self.context.api.clone(),
-                    self.context.stream.clone(),
-                    shard,
-                    self.lease.hash_range,
-                    start,
-                    config.polling.to_config(),
-                    cancel.clone(),
-                );
-                self.retrieval = Some(Retrieval { queue, cancel });
+                let context = &self.context;
+                let (queue, _task) = match (&config.retrieval, &context.consumer_arn) {
+                    (Retrieval::Polling(settings), _) => polling::spawn(
+                        context.api.clone(),
+                        context.stream.clone(),
+                        shard,
+                        self.lease.hash_range,
+                        start,
+                        settings.to_config(config.deliver_empty_batches),
+                        cancel.clone(),
+                    ),
+                    // Fan-out without a registered consumer cannot happen (start registers
+                    // it); read by polling rather than not at all.
+                    _ => polling::spawn(
+                        context.api.clone(),
+                        context.stream.clone(),
+                        shard,
+                        self.lease.hash_range,
+                        start,
+                        PollingSettings::default().to_config(config.deliver_empty_batches),
+                        cancel.clone(),
+                    ),
+                };
+                self.retrieval = Some(Retriever { queue, cancel });
             }
             // Already at SHARD_END (a lease left behind by a worker that stopped between
             // checkpointing and releasing): there is nothing to read.
@@ -288,8 +305,7 @@ impl ShardConsumer {
             Some(Ok(Fetched::Batch(fetched))) => {
                 let shard = self.lease.key.clone();
                 metrics::decoding(&shard, fetched.corrupt, fetched.filtered_out);
-                if fetched.records.is_empty() && !self.context.config.polling.deliver_empty_batches
-                {
+                if fetched.records.is_empty() && !self.context.config.deliver_empty_batches {
                     return Event::BatchProcessed;
                 }
                 let count = fetched.records.len();

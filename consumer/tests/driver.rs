@@ -18,8 +18,8 @@ use kinesis_consumer::testing::{
     CheckpointPolicy, Hook, ProcessorEvent, Recorder, RecordingProcessor,
 };
 use kinesis_consumer::{
-    Batch, Checkpointer, Consumer, ConsumerConfig, InitialPosition, LeaseStore, ProcessorError,
-    ShardProcessor, ShutdownReason, WorkerId,
+    Batch, Checkpointer, Consumer, ConsumerConfig, InitialPosition, LeaseStore, PollingSettings,
+    ProcessorError, Retrieval, ShardProcessor, ShutdownReason, WorkerId,
 };
 use tokio::time::Instant;
 
@@ -40,7 +40,9 @@ fn config() -> ConsumerConfig {
     let mut config = ConsumerConfig::default();
     config.initial_position = InitialPosition::TrimHorizon;
     config.taker_interval = Duration::from_secs(5);
-    config.polling.idle_time_between_reads = Duration::from_millis(500);
+    let mut polling = PollingSettings::default();
+    polling.idle_time_between_reads = Duration::from_millis(500);
+    config.retrieval = Retrieval::Polling(polling);
     config
 }
 

@@ -18,7 +18,7 @@ use kinesis_common::compression::Codec;
 use kinesis_common::{HashKey, KinesisApi, ShardId, StreamName, StreamStatus};
 use kinesis_consumer::{
     Batch, Checkpointer, Consumer, ConsumerConfig, Deduplicator, DynamoLeaseStore, InitialPosition,
-    LeaseStore, ProcessorError, ShardProcessor, WorkerId,
+    LeaseStore, PollingSettings, ProcessorError, Retrieval, ShardProcessor, WorkerId,
 };
 use kinesis_producer::{Compression, Producer, ProducerConfig, Record};
 
@@ -156,7 +156,9 @@ async fn main() -> anyhow::Result<()> {
         c.renew_interval = Duration::from_secs(2);
         c.taker_interval = Duration::from_secs(3);
         c.parent_poll_interval = Duration::from_millis(500);
-        c.polling.idle_time_between_reads = Duration::from_millis(250);
+        let mut polling = PollingSettings::default();
+        polling.idle_time_between_reads = Duration::from_millis(250);
+        c.retrieval = Retrieval::Polling(polling);
         c
     };
     let start_worker = |name: &str| {
