@@ -83,3 +83,53 @@ pub(crate) async fn deregister(
         Err(error) => Err(error),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kinesis_common::fake::FakeKinesis;
+
+    use super::*;
+
+    fn names() -> (StreamName, ConsumerName) {
+        (StreamName::new("efo").unwrap(), ConsumerName::new("app").unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn registers_a_missing_consumer_and_waits_until_it_is_active() {
+        let fake = FakeKinesis::builder().consumer_delay(Duration::from_secs(3)).build();
+        let (stream, name) = names();
+        fake.create_active_stream(&stream, 1).unwrap();
+        let started = Instant::now();
+        let arn = ensure_registered(&fake, &stream, &name).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_secs(3), "{:?}", started.elapsed());
+        let stream_arn = fake.describe_stream_summary(&stream).await.unwrap().arn;
+        let consumer = fake.describe_stream_consumer(&stream_arn, &name).await.unwrap();
+        assert_eq!((consumer.arn, consumer.status), (arn, ConsumerStatus::Active));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn workers_registering_at_once_share_one_consumer() {
+        let fake = FakeKinesis::builder().consumer_delay(Duration::from_secs(1)).build();
+        let (stream, name) = names();
+        fake.create_active_stream(&stream, 1).unwrap();
+        let (a, b) = tokio::join!(
+            ensure_registered(&fake, &stream, &name),
+            ensure_registered(&fake, &stream, &name)
+        );
+        assert_eq!(a.unwrap(), b.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deregistering_twice_is_fine_and_an_unknown_stream_is_not_found() {
+        let fake = FakeKinesis::builder().consumer_delay(Duration::from_millis(10)).build();
+        let (stream, name) = names();
+        fake.create_active_stream(&stream, 1).unwrap();
+        ensure_registered(&fake, &stream, &name).await.unwrap();
+        deregister(&fake, &stream, &name).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        deregister(&fake, &stream, &name).await.unwrap();
+        let missing = StreamName::new("missing").unwrap();
+        let error = ensure_registered(&fake, &missing, &name).await.unwrap_err();
+        assert!(matches!(error, RegistrationError::Api(e) if e.kind() == ApiErrorKind::NotFound));
+    }
+}
