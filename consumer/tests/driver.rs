@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use kinesis_common::fake::FakeKinesis;
 use kinesis_common::{
-    ExtendedSequenceNumber, HashKey, KinesisApi, PartitionKey, PutRecordsEntry, Shard, ShardId,
-    StreamName,
+    ConsumerName, ExtendedSequenceNumber, HashKey, KinesisApi, PartitionKey, PutRecordsEntry,
+    Shard, ShardId, StreamName,
 };
 use kinesis_consumer::lease::InMemoryLeaseStore;
 use kinesis_consumer::testing::{
@@ -29,20 +29,32 @@ struct World {
     stream: StreamName,
 }
 
-fn world(shards: u32) -> World {
+/// How the consumer under test reads its shards.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Polling,
+    FanOut,
+}
+
+fn world(_mode: Mode, shards: u32) -> World {
     let kinesis = Arc::new(FakeKinesis::new());
     let stream = StreamName::new("driver").unwrap();
     kinesis.create_active_stream(&stream, shards).unwrap();
     World { kinesis, store: Arc::new(InMemoryLeaseStore::with_table()), stream }
 }
 
-fn config() -> ConsumerConfig {
+fn config(mode: Mode) -> ConsumerConfig {
     let mut config = ConsumerConfig::default();
     config.initial_position = InitialPosition::TrimHorizon;
     config.taker_interval = Duration::from_secs(5);
-    let mut polling = PollingSettings::default();
-    polling.idle_time_between_reads = Duration::from_millis(500);
-    config.retrieval = Retrieval::Polling(polling);
+    config.retrieval = match mode {
+        Mode::Polling => {
+            let mut polling = PollingSettings::default();
+            polling.idle_time_between_reads = Duration::from_millis(500);
+            Retrieval::Polling(polling)
+        }
+        Mode::FanOut => Retrieval::FanOut { consumer_name: ConsumerName::new("driver").unwrap() },
+    };
     config
 }
 
@@ -151,13 +163,13 @@ fn per_key(
     keys
 }
 
-#[tokio::test(start_paused = true)]
-async fn one_worker_reads_every_record_of_four_shards_in_order_and_checkpoints() {
-    let world = world(4);
+async fn one_worker_reads_every_record_of_four_shards_in_order_and_checkpoints(mode: Mode) {
+    let world = world(mode, 4);
     let mut counts = HashMap::new();
     world.put(40, 2_000, &mut counts).await;
     let recorder = Recorder::new();
-    let consumer = world.start("w1", &recorder, CheckpointPolicy::EveryBatch, config(), None).await;
+    let consumer =
+        world.start("w1", &recorder, CheckpointPolicy::EveryBatch, config(mode), None).await;
 
     wait_until("every record", Duration::from_secs(60), || recorder.record_count() >= 2_000).await;
     let expected = world.last_sequences().await;
@@ -198,19 +210,20 @@ async fn one_worker_reads_every_record_of_four_shards_in_order_and_checkpoints()
     assert_eq!(requested, 4);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_restarted_worker_resumes_after_its_checkpoint_without_loss_or_repeats() {
-    let world = world(2);
+async fn a_restarted_worker_resumes_after_its_checkpoint_without_loss_or_repeats(mode: Mode) {
+    let world = world(mode, 2);
     let mut counts = HashMap::new();
     world.put(10, 300, &mut counts).await;
     let first = Recorder::new();
-    let consumer = world.start("w1", &first, CheckpointPolicy::EveryBatch, config(), None).await;
+    let consumer =
+        world.start("w1", &first, CheckpointPolicy::EveryBatch, config(mode), None).await;
     wait_until("first records", Duration::from_secs(60), || first.record_count() >= 300).await;
     consumer.shutdown().await.unwrap();
 
     world.put(10, 200, &mut counts).await;
     let second = Recorder::new();
-    let consumer = world.start("w2", &second, CheckpointPolicy::EveryBatch, config(), None).await;
+    let consumer =
+        world.start("w2", &second, CheckpointPolicy::EveryBatch, config(mode), None).await;
     wait_until("new records", Duration::from_secs(60), || second.record_count() >= 200).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     consumer.shutdown().await.unwrap();
@@ -222,9 +235,8 @@ async fn a_restarted_worker_resumes_after_its_checkpoint_without_loss_or_repeats
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_lease_stolen_mid_batch_gets_lease_lost_and_writes_no_checkpoint() {
-    let world = world(1);
+async fn a_lease_stolen_mid_batch_gets_lease_lost_and_writes_no_checkpoint(mode: Mode) {
+    let world = world(mode, 1);
     let mut counts = HashMap::new();
     world.put(5, 50, &mut counts).await;
     let store = world.store.clone();
@@ -244,7 +256,7 @@ async fn a_lease_stolen_mid_batch_gets_lease_lost_and_writes_no_checkpoint() {
     };
     let recorder = Recorder::new();
     let consumer =
-        world.start("w1", &recorder, CheckpointPolicy::EveryBatch, config(), Some(hook)).await;
+        world.start("w1", &recorder, CheckpointPolicy::EveryBatch, config(mode), Some(hook)).await;
     wait_until("lease lost", Duration::from_secs(30), || {
         recorder.events().iter().any(|e| matches!(e, ProcessorEvent::LeaseLost(_)))
     })
@@ -279,9 +291,8 @@ async fn split(world: &World) -> Vec<Shard> {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn children_start_only_after_their_parent_checkpointed_shard_end() {
-    let world = world(1);
+async fn children_start_only_after_their_parent_checkpointed_shard_end(mode: Mode) {
+    let world = world(mode, 1);
     let mut counts = HashMap::new();
     world.put(10, 200, &mut counts).await;
     split(&world).await;
@@ -302,7 +313,7 @@ async fn children_start_only_after_their_parent_checkpointed_shard_end() {
     };
     let recorder = Recorder::new();
     let consumer =
-        world.start("w1", &recorder, CheckpointPolicy::EveryBatch, config(), Some(hook)).await;
+        world.start("w1", &recorder, CheckpointPolicy::EveryBatch, config(mode), Some(hook)).await;
     wait_until("every record", Duration::from_secs(120), || recorder.record_count() >= 400).await;
 
     let events = recorder.events();
@@ -324,12 +335,12 @@ async fn children_start_only_after_their_parent_checkpointed_shard_end() {
     consumer.shutdown().await.unwrap();
 }
 
-#[tokio::test(start_paused = true)]
-async fn per_key_order_holds_across_a_split_and_a_merge_during_consumption() {
-    let world = world(1);
+async fn per_key_order_holds_across_a_split_and_a_merge_during_consumption(mode: Mode) {
+    let world = world(mode, 1);
     let mut counts = HashMap::new();
     let recorder = Recorder::new();
-    let consumer = world.start("w1", &recorder, CheckpointPolicy::EveryBatch, config(), None).await;
+    let consumer =
+        world.start("w1", &recorder, CheckpointPolicy::EveryBatch, config(mode), None).await;
     world.put(16, 320, &mut counts).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let shards = split(&world).await;
@@ -357,11 +368,10 @@ async fn per_key_order_holds_across_a_split_and_a_merge_during_consumption() {
     consumer.shutdown().await.unwrap();
 }
 
-#[tokio::test(start_paused = true)]
-async fn three_workers_balance_eight_shards_within_two_taker_cycles() {
-    let world = world(8);
+async fn three_workers_balance_eight_shards_within_two_taker_cycles(mode: Mode) {
+    let world = world(mode, 8);
     let recorder = Recorder::new();
-    let config = config();
+    let config = config(mode);
     let interval = config.taker_interval;
     let a = world.start("a", &recorder, CheckpointPolicy::Never, config.clone(), None).await;
     wait_until("a holds all", Duration::from_secs(10), || a.held_shards().len() == 8).await;
@@ -391,10 +401,9 @@ async fn three_workers_balance_eight_shards_within_two_taker_cycles() {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_dead_workers_shards_are_taken_over_within_the_lease_duration_and_a_cycle() {
-    let world = world(4);
-    let config = config();
+async fn a_dead_workers_shards_are_taken_over_within_the_lease_duration_and_a_cycle(mode: Mode) {
+    let world = world(mode, 4);
+    let config = config(mode);
     let recorder = Recorder::new();
     let a = world.start("a", &recorder, CheckpointPolicy::EveryBatch, config.clone(), None).await;
     wait_until("a holds all", Duration::from_secs(10), || a.held_shards().len() == 4).await;
@@ -438,9 +447,8 @@ impl ShardProcessor for FailsOnce {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_failed_batch_is_not_checkpointed_and_is_read_again() {
-    let world = world(1);
+async fn a_failed_batch_is_not_checkpointed_and_is_read_again(mode: Mode) {
+    let world = world(mode, 1);
     let mut counts = HashMap::new();
     world.put(4, 40, &mut counts).await;
     let recorder = Recorder::new();
@@ -452,7 +460,7 @@ async fn a_failed_batch_is_not_checkpointed_and_is_read_again() {
             .stream(world.stream.clone())
             .application_name("driver-test")
             .worker_id(WorkerId::new("w1"))
-            .config(config())
+            .config(config(mode))
             .start(move |_: &ShardId| FailsOnce {
                 failed: failed.clone(),
                 inner: RecordingProcessor::new(recorder.clone(), CheckpointPolicy::EveryBatch),
@@ -473,7 +481,7 @@ async fn a_failed_batch_is_not_checkpointed_and_is_read_again() {
 
 #[tokio::test(start_paused = true)]
 async fn an_unknown_stream_fails_at_start_with_its_name() {
-    let world = world(1);
+    let world = world(Mode::Polling, 1);
     let error = Consumer::builder(world.kinesis.clone(), world.store.clone())
         .stream(StreamName::new("missing").unwrap())
         .application_name("driver-test")
@@ -483,16 +491,15 @@ async fn an_unknown_stream_fails_at_start_with_its_name() {
     assert_eq!(error.to_string(), "stream missing not found");
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_processor_slower_than_the_lease_duration_keeps_its_lease() {
-    let world = world(1);
+async fn a_processor_slower_than_the_lease_duration_keeps_its_lease(mode: Mode) {
+    let world = world(mode, 1);
     let mut counts = HashMap::new();
     world.put(2, 10, &mut counts).await;
     let hook: Hook = Arc::new(|_: ShardId, _: Batch| {
         Box::pin(async { tokio::time::sleep(Duration::from_secs(60)).await })
     });
     let recorder = Recorder::new();
-    let config = config();
+    let config = config(mode);
     let slow = world
         .start("slow", &recorder, CheckpointPolicy::EveryBatch, config.clone(), Some(hook))
         .await;
@@ -511,3 +518,71 @@ async fn a_processor_slower_than_the_lease_duration_keeps_its_lease() {
     other.shutdown().await.unwrap();
     slow.shutdown().await.unwrap();
 }
+
+async fn a_processor_slower_than_a_subscription_loses_nothing(mode: Mode) {
+    let world = world(mode, 1);
+    let mut counts = HashMap::new();
+    world.put(4, 40, &mut counts).await;
+    // The first batch takes six minutes: longer than a SubscribeToShard session (five) and
+    // than an iterator lives (five).
+    let first = Arc::new(AtomicBool::new(true));
+    let hook: Hook = Arc::new(move |_: ShardId, _: Batch| {
+        let slow = first.swap(false, Ordering::SeqCst);
+        Box::pin(async move {
+            if slow {
+                tokio::time::sleep(Duration::from_secs(360)).await;
+            }
+        })
+    });
+    let recorder = Recorder::new();
+    let consumer =
+        world.start("w1", &recorder, CheckpointPolicy::EveryBatch, config(mode), Some(hook)).await;
+    wait_until("the first batch", Duration::from_secs(30), || recorder.record_count() > 0).await;
+    // Written while the processor is stuck.
+    for _ in 0..6 {
+        world.put(4, 20, &mut counts).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    wait_until("every record", Duration::from_secs(120), || recorder.record_count() >= 160).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(recorder.record_count(), 160, "no record twice");
+    for (key, numbers) in per_key(&recorder.records()) {
+        assert_eq!(numbers, (0..40).collect::<Vec<_>>(), "{key}");
+    }
+    consumer.shutdown().await.unwrap();
+}
+
+/// Every scenario above, once per retrieval mode.
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod polling {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $name() {
+                    super::$name(super::Mode::Polling).await;
+                }
+            )*
+        }
+        mod fan_out {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $name() {
+                    super::$name(super::Mode::FanOut).await;
+                }
+            )*
+        }
+    };
+}
+
+in_both_modes!(
+    a_processor_slower_than_a_subscription_loses_nothing,
+    one_worker_reads_every_record_of_four_shards_in_order_and_checkpoints,
+    a_restarted_worker_resumes_after_its_checkpoint_without_loss_or_repeats,
+    a_lease_stolen_mid_batch_gets_lease_lost_and_writes_no_checkpoint,
+    children_start_only_after_their_parent_checkpointed_shard_end,
+    per_key_order_holds_across_a_split_and_a_merge_during_consumption,
+    three_workers_balance_eight_shards_within_two_taker_cycles,
+    a_dead_workers_shards_are_taken_over_within_the_lease_duration_and_a_cycle,
+    a_failed_batch_is_not_checkpointed_and_is_read_again,
+    a_processor_slower_than_the_lease_duration_keeps_its_lease,
+);
