@@ -312,6 +312,9 @@ impl Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        self.stop.cancel();
+        // Not after `abort`, which took the task: a graceful stop would release the leases.
+        if self.task.is_some() {
+            self.stop.cancel();
+        }
     }
 }

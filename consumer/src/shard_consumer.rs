@@ -35,6 +35,7 @@ use crate::lease::{Lease, LeaseStore};
 use crate::lifecycle::{Event, ShutdownReason, State};
 use crate::metrics;
 use crate::processor::{Batch, DynFactory, Initialize, LeaseLost, ShardEnd, ShardProcessor};
+use crate::retrieval::fanout::{self, FanOutConfig};
 use crate::retrieval::polling;
 use crate::retrieval::{Fetched, RetrievalError, StartPosition};
 
@@ -259,6 +260,19 @@ impl ShardConsumer {
                 let cancel = CancellationToken::new();
                 let context = &self.context;
                 let (queue, _task) = match (&config.retrieval, &context.consumer_arn) {
+                    (Retrieval::FanOut { .. }, Some(arn)) => fanout::spawn(
+                        context.api.clone(),
+                        arn.clone(),
+                        context.stream.clone(),
+                        shard,
+                        self.lease.hash_range,
+                        start,
+                        FanOutConfig {
+                            deliver_empty_batches: config.deliver_empty_batches,
+                            ..FanOutConfig::default()
+                        },
+                        cancel.clone(),
+                    ),
                     (Retrieval::Polling(settings), _) => polling::spawn(
                         context.api.clone(),
                         context.stream.clone(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kinesis_common::fake::FakeKinesis;
+use kinesis_common::fake::{FakeKinesis, Operation};
 use kinesis_common::{
     ConsumerName, ExtendedSequenceNumber, HashKey, KinesisApi, PartitionKey, PutRecordsEntry,
     Shard, ShardId, StreamName,
@@ -179,6 +179,14 @@ async fn one_worker_reads_every_record_of_four_shards_in_order_and_checkpoints(m
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(consumer.held_shards().len(), 4);
+    // The records came the way the mode says.
+    let counters = world.kinesis.counters();
+    let (subscribes, get_records) =
+        (counters.calls(Operation::SubscribeToShard), counters.calls(Operation::GetRecords));
+    match mode {
+        Mode::Polling => assert_eq!(subscribes, 0),
+        Mode::FanOut => assert_eq!((subscribes, get_records), (4, 0)),
+    }
 
     let records = recorder.records();
     assert_eq!(records.len(), 2_000, "no record twice");

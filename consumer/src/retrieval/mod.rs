@@ -3,7 +3,9 @@
 //!
 //! This module owns the contract between a retriever task and the shard consumer that reads
 //! its queue: the [`StartPosition`] a retriever starts from, the [`Fetched`] items it sends,
-//! and its [`RetrievalError`]. The polling retriever (GetRecords) lives in [`polling`].
+//! and its [`RetrievalError`]. The polling retriever (GetRecords) lives in [`polling`], the
+//! enhanced fan-out retriever (SubscribeToShard) in [`fanout`]; the shard consumer reads
+//! either queue the same way.
 //!
 //! Invariants every retriever keeps:
 //! - Records are sent in (sequence, sub-sequence) order, each exactly once, none at or
@@ -16,6 +18,7 @@
 //!   cancelled.
 //! - The queue is bounded: a retriever is at most `prefetch` batches ahead of processing.
 
+pub(crate) mod fanout;
 pub(crate) mod polling;
 
 use std::time::SystemTime;
