@@ -89,7 +89,6 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kinesis_common::aggregation::{DeaggregationOutcome, deaggregate_with_limit};
 use kinesis_common::backoff::Backoff;
 use kinesis_common::compression::DEFAULT_MAX_DECOMPRESSED_LEN;
 use kinesis_common::{
@@ -106,7 +105,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 
-use super::{Fetched, FetchedBatch, RetrievalError, StartPosition};
+use super::{BatchBuilder, Fetched, RetrievalError, StartPosition};
 
 /// What a retriever sends: a batch, the shard's end, or why it stopped.
 type Item = Result<Fetched, RetrievalError>;
@@ -777,60 +776,6 @@ fn children_of(shard: &ShardId, listed: &[Shard]) -> Vec<ChildShard> {
         .collect()
 }
 
-/// Turns event (or GetRecords) records into a [`FetchedBatch`]: de-aggregates them (undoing
-/// compression envelopes) with the shard's hash range as filter, drops user records at or
-/// before the checkpoint being resumed, and counts what it saw. Kept in step with the polling
-/// retriever's, so that both retrievers hand out the same batches.
-#[derive(Debug, Clone)]
-struct BatchBuilder {
-    hash_range: Option<HashKeyRange>,
-    max_decompressed_len: usize,
-    /// The checkpoint of [`StartPosition::After`]: user records at or before it are dropped.
-    /// Cleared once a Kinesis record past its sequence number arrives, since records come in
-    /// sequence order.
-    skip_through: Option<ExtendedSequenceNumber>,
-}
-
-impl BatchBuilder {
-    fn build(
-        &mut self,
-        records: &[KinesisRecord],
-        millis_behind_latest: Option<u64>,
-    ) -> FetchedBatch {
-        let mut batch = FetchedBatch {
-            records: Vec::with_capacity(records.len()),
-            millis_behind_latest,
-            kinesis_records: records.len(),
-            ..FetchedBatch::default()
-        };
-        for record in records {
-            batch.bytes += record.data.len();
-            if let Some(checkpoint) = &self.skip_through
-                && checkpoint.sequence().is_none_or(|sequence| record.sequence_number > *sequence)
-            {
-                self.skip_through = None;
-            }
-            let deaggregated =
-                deaggregate_with_limit(record, self.hash_range, self.max_decompressed_len);
-            match deaggregated.outcome {
-                DeaggregationOutcome::PassedThrough(_) => batch.corrupt += 1,
-                DeaggregationOutcome::FilteredOut { dropped, .. } => batch.filtered_out += dropped,
-                _ => {}
-            }
-            match &self.skip_through {
-                None => batch.records.extend(deaggregated.records),
-                Some(checkpoint) => batch.records.extend(
-                    deaggregated
-                        .records
-                        .into_iter()
-                        .filter(|user| user.extended_sequence_number() > *checkpoint),
-                ),
-            }
-        }
-        batch
-    }
-}
-
 /// The retriever's counters, labelled once with the stream and shard.
 struct Meters {
     /// By [`Resubscribe`], in the order of [`Resubscribe::ALL`].
@@ -867,6 +812,7 @@ impl Meters {
 
 #[cfg(test)]
 mod tests {
+    use crate::retrieval::FetchedBatch;
     use std::collections::VecDeque;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -23,8 +23,13 @@ pub(crate) mod polling;
 
 use std::time::SystemTime;
 
-use kinesis_common::aggregation::KinesisClientRecord;
-use kinesis_common::{ApiError, ChildShard, ExtendedSequenceNumber, SequenceNumber, ShardId};
+use kinesis_common::aggregation::{
+    DeaggregationOutcome, KinesisClientRecord, deaggregate_with_limit,
+};
+use kinesis_common::{
+    ApiError, ChildShard, ExtendedSequenceNumber, HashKeyRange, KinesisRecord, SequenceNumber,
+    ShardId,
+};
 
 /// Where a retriever starts reading a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,4 +118,57 @@ pub(crate) enum RetrievalError {
         #[source]
         source: ApiError,
     },
+}
+
+/// Turns GetRecords records into a [`FetchedBatch`]: de-aggregates them (undoing compression
+/// envelopes) with the shard's hash range as filter, drops user records at or before the
+/// checkpoint being resumed, and counts what it saw.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchBuilder {
+    pub(crate) hash_range: Option<HashKeyRange>,
+    pub(crate) max_decompressed_len: usize,
+    /// The checkpoint of [`StartPosition::After`]: user records at or before it are dropped.
+    /// Cleared once a Kinesis record past its sequence number arrives, since records come in
+    /// sequence order.
+    pub(crate) skip_through: Option<ExtendedSequenceNumber>,
+}
+
+impl BatchBuilder {
+    pub(crate) fn build(
+        &mut self,
+        records: &[KinesisRecord],
+        millis_behind_latest: Option<u64>,
+    ) -> FetchedBatch {
+        let mut batch = FetchedBatch {
+            records: Vec::with_capacity(records.len()),
+            millis_behind_latest,
+            kinesis_records: records.len(),
+            ..FetchedBatch::default()
+        };
+        for record in records {
+            batch.bytes += record.data.len();
+            if let Some(checkpoint) = &self.skip_through
+                && checkpoint.sequence().is_none_or(|sequence| record.sequence_number > *sequence)
+            {
+                self.skip_through = None;
+            }
+            let deaggregated =
+                deaggregate_with_limit(record, self.hash_range, self.max_decompressed_len);
+            match deaggregated.outcome {
+                DeaggregationOutcome::PassedThrough(_) => batch.corrupt += 1,
+                DeaggregationOutcome::FilteredOut { dropped, .. } => batch.filtered_out += dropped,
+                _ => {}
+            }
+            match &self.skip_through {
+                None => batch.records.extend(deaggregated.records),
+                Some(checkpoint) => batch.records.extend(
+                    deaggregated
+                        .records
+                        .into_iter()
+                        .filter(|user| user.extended_sequence_number() > *checkpoint),
+                ),
+            }
+        }
+        batch
+    }
 }

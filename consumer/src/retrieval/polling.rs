@@ -65,12 +65,11 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kinesis_common::aggregation::{DeaggregationOutcome, deaggregate_with_limit};
 use kinesis_common::backoff::Backoff;
 use kinesis_common::compression::DEFAULT_MAX_DECOMPRESSED_LEN;
 use kinesis_common::{
-    ApiError, ApiErrorKind, ExtendedSequenceNumber, HashKeyRange, KinesisApi, KinesisRecord,
-    SequenceNumber, ShardId, ShardIterator, ShardIteratorPosition, StreamName,
+    ApiError, ApiErrorKind, ExtendedSequenceNumber, HashKeyRange, KinesisApi, SequenceNumber,
+    ShardId, ShardIterator, ShardIteratorPosition, StreamName,
 };
 use metrics::Counter;
 use rand::SeedableRng;
@@ -81,7 +80,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 
-use super::{Fetched, FetchedBatch, RetrievalError, StartPosition};
+use super::{BatchBuilder, Fetched, FetchedBatch, RetrievalError, StartPosition};
 
 /// What a retriever sends: a batch, the shard's end, or why it stopped.
 type Item = Result<Fetched, RetrievalError>;
@@ -481,59 +480,6 @@ fn time_to_read(bytes: usize, bytes_per_second: u64) -> Option<Duration> {
     Some(Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)))
 }
 
-/// Turns GetRecords records into a [`FetchedBatch`]: de-aggregates them (undoing compression
-/// envelopes) with the shard's hash range as filter, drops user records at or before the
-/// checkpoint being resumed, and counts what it saw.
-#[derive(Debug, Clone)]
-struct BatchBuilder {
-    hash_range: Option<HashKeyRange>,
-    max_decompressed_len: usize,
-    /// The checkpoint of [`StartPosition::After`]: user records at or before it are dropped.
-    /// Cleared once a Kinesis record past its sequence number arrives, since records come in
-    /// sequence order.
-    skip_through: Option<ExtendedSequenceNumber>,
-}
-
-impl BatchBuilder {
-    fn build(
-        &mut self,
-        records: &[KinesisRecord],
-        millis_behind_latest: Option<u64>,
-    ) -> FetchedBatch {
-        let mut batch = FetchedBatch {
-            records: Vec::with_capacity(records.len()),
-            millis_behind_latest,
-            kinesis_records: records.len(),
-            ..FetchedBatch::default()
-        };
-        for record in records {
-            batch.bytes += record.data.len();
-            if let Some(checkpoint) = &self.skip_through
-                && checkpoint.sequence().is_none_or(|sequence| record.sequence_number > *sequence)
-            {
-                self.skip_through = None;
-            }
-            let deaggregated =
-                deaggregate_with_limit(record, self.hash_range, self.max_decompressed_len);
-            match deaggregated.outcome {
-                DeaggregationOutcome::PassedThrough(_) => batch.corrupt += 1,
-                DeaggregationOutcome::FilteredOut { dropped, .. } => batch.filtered_out += dropped,
-                _ => {}
-            }
-            match &self.skip_through {
-                None => batch.records.extend(deaggregated.records),
-                Some(checkpoint) => batch.records.extend(
-                    deaggregated
-                        .records
-                        .into_iter()
-                        .filter(|user| user.extended_sequence_number() > *checkpoint),
-                ),
-            }
-        }
-        batch
-    }
-}
-
 /// The retriever's counters, labelled once with the stream and shard.
 struct Meters {
     calls: Counter,
@@ -562,6 +508,7 @@ impl Meters {
 
 #[cfg(test)]
 mod tests {
+    use kinesis_common::KinesisRecord;
     use std::time::SystemTime;
 
     use bytes::Bytes;
