@@ -108,6 +108,10 @@ pub trait ShardProcessor: Send + 'static {
     /// Failing stops the shard without a checkpoint: the lease is released, and the records
     /// after the last checkpoint are handed out again to the next processor of the shard
     /// (the KCL instead logs the error and moves on, losing the batch).
+    ///
+    /// A checkpoint that fails with [`CheckpointError::LeaseLost`] may be passed up with `?`:
+    /// when the lease is lost, an error from `process` is not counted as a failure, and
+    /// [`lease_lost`](Self::lease_lost) follows as for any lost lease.
     async fn process(
         &mut self,
         batch: Batch,

@@ -96,6 +96,9 @@ impl Scheduler {
         }
         loop {
             tokio::select! {
+                // Stop first: shard consumers see the same cancellation and may finish before
+                // this loop runs again; shut_down must still collect them for the report.
+                biased;
                 () = self.stop.cancelled() => break,
                 _ = taker.tick() => self.take_leases().await,
                 _ = sync.tick() => self.sync_shards().await,

@@ -344,6 +344,9 @@ impl ShardConsumer {
                 self.records_processed += count as u64;
                 match result {
                     Ok(()) => Event::BatchProcessed,
+                    // A checkpoint that found the lease lost, passed up with `?`: not a
+                    // failure of the processor.
+                    Err(_) if self.keeper.holding() != Holding::Held => Event::LeaseLost,
                     Err(error) => {
                         error!(error = %error, "processor failed; releasing the lease without a checkpoint");
                         self.error = Some(format!("process failed: {error}"));

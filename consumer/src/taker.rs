@@ -22,7 +22,7 @@
 //!   so two workers cannot trade a lease back and forth.
 //! - Plans are deterministic: the same inputs give the same plan.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use kinesis_common::ShardId;
@@ -172,7 +172,9 @@ pub(crate) struct TakePlan {
 /// 3. Other unowned and expired leases are taken while below the target.
 /// 4. Only when no lease is available and `me` is below the target: steal from the single
 ///    most loaded worker, if it holds more than the target, at most its excess, what `me`
-///    needs and `max_steal_per_cycle`.
+///    needs and `max_steal_per_cycle`. The victim's cheapest leases go first: children still
+///    waiting for a parent in the table, then leases at their initial position, then the
+///    rest (moving a lease mid-shard makes the new owner reread what was not checkpointed).
 ///
 /// Choices among equals are deterministic but differ between workers (ordered by a hash of
 /// the worker id and the lease key), so workers planning at once from the same scan rarely
@@ -243,8 +245,21 @@ pub(crate) fn plan(
             // Hysteresis: a worker at or below the target keeps its leases.
             let excess = victim_leases.len().saturating_sub(target);
             let count = excess.min(target - held).min(config.max_steal_per_cycle);
+            // Cheapest to move first: a child still waiting for a parent has read nothing, a
+            // lease at its initial position has read nothing yet; moving a lease in the middle
+            // of its shard makes the new owner read again what was not checkpointed.
+            let in_table: HashSet<&ShardId> = leases.iter().map(|l| &l.key).collect();
+            let cost = |lease: &Lease| {
+                if lease.parent_shard_ids.iter().any(|p| in_table.contains(p)) {
+                    0
+                } else if lease.checkpoint.is_sentinel() {
+                    1
+                } else {
+                    2
+                }
+            };
             let mut candidates = victim_leases.clone();
-            candidates.sort_by_cached_key(order);
+            candidates.sort_by_cached_key(|lease| (cost(lease), order(lease)));
             for lease in candidates.into_iter().take(count) {
                 takes.push(PlannedTake { lease: lease.clone(), kind: TakeKind::Steal });
             }
@@ -471,6 +486,26 @@ mod tests {
         let plan = plan_after(&leases, 2, Duration::ZERO, &TakerConfig::default());
         assert_eq!(plan.target, 3);
         assert!(plan.takes.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn steals_waiting_children_before_shards_being_read() {
+        // Worker 1 reads parents 0 and 1 (past their start) and holds their children 2 and 3,
+        // which wait for them; me (2) needs two: the children move, the parents stay.
+        let mut leases: Vec<Lease> = (0..4).map(|n| lease(n, Some(1), 1)).collect();
+        for parent in &mut leases[..2] {
+            parent.checkpoint = ExtendedSequenceNumber::new(
+                kinesis_common::SequenceNumber::new("4960").unwrap(),
+                0,
+            );
+        }
+        leases[2].parent_shard_ids = vec![key(0)];
+        leases[3].parent_shard_ids = vec![key(1)];
+        let plan = plan_after(&leases, 2, Duration::ZERO, &TakerConfig::default());
+        assert_eq!(kinds(&plan), [TakeKind::Steal; 2]);
+        let mut stolen = keys(&plan);
+        stolen.sort();
+        assert_eq!(stolen, [key(2), key(3)]);
     }
 
     #[test]

@@ -83,6 +83,9 @@ impl Recorder {
 pub enum CheckpointPolicy {
     /// After every batch, at its last record.
     EveryBatch,
+    /// As [`EveryBatch`](Self::EveryBatch), and a failed checkpoint fails `process` (the
+    /// error passed up with `?`).
+    EveryBatchOrFail,
     /// Never (not even at shutdown).
     Never,
     /// Only in `shutdown_requested`.
@@ -118,13 +121,15 @@ impl RecordingProcessor {
         self
     }
 
-    async fn checkpoint(&self, checkpointer: &mut Checkpointer) {
+    async fn checkpoint(&self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
         let shard = checkpointer.shard_id().clone();
-        let result = match checkpointer.checkpoint().await {
+        let result = checkpointer.checkpoint().await;
+        let logged = match &result {
             Ok(()) => Ok(checkpointer.last_checkpoint().clone()),
             Err(error) => Err(error.to_string()),
         };
-        self.recorder.push(ProcessorEvent::Checkpointed(shard, result));
+        self.recorder.push(ProcessorEvent::Checkpointed(shard, logged));
+        Ok(result?)
     }
 }
 
@@ -149,8 +154,12 @@ impl ShardProcessor for RecordingProcessor {
         if let Some(hook) = &self.hook {
             hook(batch.shard_id.clone(), batch).await;
         }
-        if self.policy == CheckpointPolicy::EveryBatch {
-            self.checkpoint(checkpointer).await;
+        match self.policy {
+            CheckpointPolicy::EveryBatch => {
+                let _ = self.checkpoint(checkpointer).await;
+            }
+            CheckpointPolicy::EveryBatchOrFail => self.checkpoint(checkpointer).await?,
+            CheckpointPolicy::Never | CheckpointPolicy::OnShutdown => {}
         }
         Ok(())
     }
@@ -170,7 +179,7 @@ impl ShardProcessor for RecordingProcessor {
     ) -> Result<(), ProcessorError> {
         self.recorder.push(ProcessorEvent::ShutdownRequested(checkpointer.shard_id().clone()));
         if self.policy != CheckpointPolicy::Never {
-            self.checkpoint(checkpointer).await;
+            let _ = self.checkpoint(checkpointer).await;
         }
         Ok(())
     }

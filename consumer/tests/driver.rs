@@ -244,6 +244,14 @@ async fn a_restarted_worker_resumes_after_its_checkpoint_without_loss_or_repeats
 }
 
 async fn a_lease_stolen_mid_batch_gets_lease_lost_and_writes_no_checkpoint(mode: Mode) {
+    lease_stolen_mid_batch(mode, CheckpointPolicy::EveryBatch).await;
+}
+
+async fn a_lease_lost_checkpoint_passed_up_with_a_question_mark_is_a_lost_lease(mode: Mode) {
+    lease_stolen_mid_batch(mode, CheckpointPolicy::EveryBatchOrFail).await;
+}
+
+async fn lease_stolen_mid_batch(mode: Mode, policy: CheckpointPolicy) {
     let world = world(mode, 1);
     let mut counts = HashMap::new();
     world.put(5, 50, &mut counts).await;
@@ -263,8 +271,7 @@ async fn a_lease_stolen_mid_batch_gets_lease_lost_and_writes_no_checkpoint(mode:
         })
     };
     let recorder = Recorder::new();
-    let consumer =
-        world.start("w1", &recorder, CheckpointPolicy::EveryBatch, config(mode), Some(hook)).await;
+    let consumer = world.start("w1", &recorder, policy, config(mode), Some(hook)).await;
     wait_until("lease lost", Duration::from_secs(30), || {
         recorder.events().iter().any(|e| matches!(e, ProcessorEvent::LeaseLost(_)))
     })
@@ -282,8 +289,12 @@ async fn a_lease_stolen_mid_batch_gets_lease_lost_and_writes_no_checkpoint(mode:
     let lease = world.store.get(&shard).await.unwrap().unwrap();
     assert_eq!(lease.owner, Some(WorkerId::new("thief")));
     assert_eq!(lease.checkpoint, ExtendedSequenceNumber::TrimHorizon, "nothing written");
-    assert!(consumer.held_shards().is_empty());
-    consumer.abort();
+    wait_until("the shard consumer stops", Duration::from_secs(5), || {
+        consumer.held_shards().is_empty()
+    })
+    .await;
+    let report = consumer.shutdown().await.unwrap();
+    assert!(report.shards.is_empty(), "{report:?}");
 }
 
 /// Splits shard 0 of a one-shard stream and waits until the children are listed.
@@ -583,6 +594,7 @@ macro_rules! in_both_modes {
 }
 
 in_both_modes!(
+    a_lease_lost_checkpoint_passed_up_with_a_question_mark_is_a_lost_lease,
     a_processor_slower_than_a_subscription_loses_nothing,
     one_worker_reads_every_record_of_four_shards_in_order_and_checkpoints,
     a_restarted_worker_resumes_after_its_checkpoint_without_loss_or_repeats,
