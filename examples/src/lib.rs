@@ -6,6 +6,8 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use kinesis_common::{KinesisApi, SdkKinesis};
 
+pub mod load;
+
 /// The SDK configuration for the environment the binaries run in.
 ///
 /// With `KTK_BACKEND` set to `kinesis-mock` or `localstack` (as `cargo xtask demo` does), the
