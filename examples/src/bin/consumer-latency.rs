@@ -19,6 +19,8 @@ use clap::Parser;
 use kinesis_common::{
     ConsumerName, KinesisApi, PartitionKey, PutRecordsEntry, ShardId, StreamName, StreamStatus,
 };
+use kinesis_common::fake::FakeKinesis;
+use kinesis_consumer::lease::InMemoryLeaseStore;
 use kinesis_consumer::{
     Batch, Checkpointer, Consumer, ConsumerConfig, DynamoLeaseStore, InitialPosition, LeaseStore,
     PollingSettings, ProcessorError, Retrieval, ShardProcessor, WorkerId,
@@ -37,6 +39,11 @@ struct Args {
     /// Shards of each stream.
     #[arg(long, default_value_t = 2)]
     shards: u32,
+    /// Run against the in-process fakes (`FakeKinesis`, in-memory lease table) instead of the
+    /// endpoint the environment names: what the consumer itself adds, without an emulator's
+    /// or the network's delays.
+    #[arg(long)]
+    in_process: bool,
 }
 
 /// Latencies seen by the processors of one mode.
@@ -72,7 +79,11 @@ impl ShardProcessor for Timing {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let sdk = kinesis_examples::sdk_config().await;
-    let kinesis = kinesis_examples::kinesis().await;
+    let kinesis: Arc<dyn KinesisApi> = if args.in_process {
+        Arc::new(FakeKinesis::builder().consumer_delay(Duration::from_millis(10)).build())
+    } else {
+        kinesis_examples::kinesis().await
+    };
     let base = Instant::now();
     let tag = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -95,7 +106,11 @@ async fn main() -> anyhow::Result<()> {
         kinesis.create_stream(&stream, args.shards).await.context("CreateStream")?;
         wait_active(kinesis.as_ref(), &stream).await?;
         let table = format!("{stream}-leases");
-        let leases: Arc<dyn LeaseStore> = Arc::new(DynamoLeaseStore::new(&sdk, table.clone()));
+        let leases: Arc<dyn LeaseStore> = if args.in_process {
+            Arc::new(InMemoryLeaseStore::new())
+        } else {
+            Arc::new(DynamoLeaseStore::new(&sdk, table.clone()))
+        };
         let samples: Samples = Arc::default();
         let mut config = ConsumerConfig::default();
         config.initial_position = InitialPosition::TrimHorizon;
@@ -141,8 +156,10 @@ async fn main() -> anyhow::Result<()> {
         }
         consumer.shutdown().await?;
         kinesis.delete_stream(&stream).await.context("DeleteStream")?;
-        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-        dynamodb.delete_table().table_name(&table).send().await.context("DeleteTable")?;
+        if !args.in_process {
+            let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+            dynamodb.delete_table().table_name(&table).send().await.context("DeleteTable")?;
+        }
 
         let mut samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
         samples.sort();
