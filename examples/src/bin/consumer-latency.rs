@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Parser;
+use kinesis_common::fake::FakeKinesis;
 use kinesis_common::{
     ConsumerName, KinesisApi, PartitionKey, PutRecordsEntry, ShardId, StreamName, StreamStatus,
 };
-use kinesis_common::fake::FakeKinesis;
 use kinesis_consumer::lease::InMemoryLeaseStore;
 use kinesis_consumer::{
     Batch, Checkpointer, Consumer, ConsumerConfig, DynamoLeaseStore, InitialPosition, LeaseStore,
