@@ -10,6 +10,7 @@
 //! | `kinesis_consumer_process_seconds` | histogram | shard | time in `process` per batch |
 //! | `kinesis_consumer_corrupt_records_total` | counter | shard | corrupt aggregates passed through whole |
 //! | `kinesis_consumer_filtered_records_total` | counter | shard | user records of aggregates outside the shard's range |
+//! | `kinesis_consumer_redelivered_records_total` | counter | shard | Kinesis records an endpoint handed out again, dropped |
 //! | `kinesis_consumer_checkpoints_total` | counter | shard | checkpoint writes |
 //! | `kinesis_consumer_leases_held` | gauge | | leases this worker holds |
 //! | `kinesis_consumer_leases_taken_total` | counter | kind | leases taken (`unowned`, `expired`, `very_old`, `steal`, `own`) |
@@ -46,7 +47,11 @@ pub(crate) fn processed(shard: &ShardId, elapsed: Duration) {
         .record(elapsed.as_secs_f64());
 }
 
-pub(crate) fn decoding(shard: &ShardId, corrupt: usize, filtered_out: usize) {
+pub(crate) fn decoding(shard: &ShardId, corrupt: usize, filtered_out: usize, redelivered: usize) {
+    if redelivered > 0 {
+        metrics::counter!("kinesis_consumer_redelivered_records_total", "shard" => shard_label(shard))
+            .increment(redelivered as u64);
+    }
     if corrupt > 0 {
         metrics::counter!("kinesis_consumer_corrupt_records_total", "shard" => shard_label(shard))
             .increment(corrupt as u64);

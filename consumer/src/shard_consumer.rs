@@ -318,7 +318,12 @@ impl ShardConsumer {
         match item {
             Some(Ok(Fetched::Batch(fetched))) => {
                 let shard = self.lease.key.clone();
-                metrics::decoding(&shard, fetched.corrupt, fetched.filtered_out);
+                metrics::decoding(
+                    &shard,
+                    fetched.corrupt,
+                    fetched.filtered_out,
+                    fetched.redelivered,
+                );
                 if fetched.records.is_empty() && !self.context.config.deliver_empty_batches {
                     return Event::BatchProcessed;
                 }

@@ -246,6 +246,7 @@ impl FanOutRetriever {
             hash_range,
             max_decompressed_len: config.max_decompressed_len,
             skip_through,
+            last_sequence: None,
         };
         // Jitter spreads the retries of subscriptions that failed together (every shard of a
         // worker whose connection pool broke): seed from the OS; the fallback still differs
@@ -1769,6 +1770,7 @@ mod tests {
             hash_range: Some(range),
             max_decompressed_len: DEFAULT_MAX_DECOMPRESSED_LEN,
             skip_through: Some(ExtendedSequenceNumber::new(seq("13"), 0)),
+            last_sequence: None,
         };
         let batch = builder.build(&records, Some(7));
         let bytes: usize = records.iter().map(|r| r.data.len()).sum();

@@ -88,6 +88,10 @@ pub(crate) struct FetchedBatch {
     pub(crate) corrupt: usize,
     /// User records dropped because their aggregate held records outside the shard's range.
     pub(crate) filtered_out: usize,
+    /// Kinesis records dropped because their sequence number was not past the last one this
+    /// retriever received: an endpoint that hands a record out again (LocalStack 4.7's
+    /// kinesis-mock re-reads a shard's first record from later iterators).
+    pub(crate) redelivered: usize,
 }
 
 /// What a retriever sends.
@@ -131,6 +135,9 @@ pub(crate) struct BatchBuilder {
     /// Cleared once a Kinesis record past its sequence number arrives, since records come in
     /// sequence order.
     pub(crate) skip_through: Option<ExtendedSequenceNumber>,
+    /// The sequence number of the last Kinesis record seen: records come in increasing
+    /// sequence order, so one at or before it is a redelivery and is dropped.
+    pub(crate) last_sequence: Option<SequenceNumber>,
 }
 
 impl BatchBuilder {
@@ -146,6 +153,13 @@ impl BatchBuilder {
             ..FetchedBatch::default()
         };
         for record in records {
+            if let Some(last) = &self.last_sequence
+                && record.sequence_number <= *last
+            {
+                batch.redelivered += 1;
+                continue;
+            }
+            self.last_sequence = Some(record.sequence_number.clone());
             batch.bytes += record.data.len();
             if let Some(checkpoint) = &self.skip_through
                 && checkpoint.sequence().is_none_or(|sequence| record.sequence_number > *sequence)
@@ -170,5 +184,39 @@ impl BatchBuilder {
             }
         }
         batch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn record(sequence: &str) -> KinesisRecord {
+        KinesisRecord {
+            sequence_number: SequenceNumber::new(sequence).unwrap(),
+            partition_key: "k".into(),
+            data: Bytes::from(format!("data-{sequence}")),
+            approximate_arrival: None,
+        }
+    }
+
+    #[test]
+    fn a_record_handed_out_again_by_the_endpoint_is_dropped_once_seen() {
+        let mut builder = BatchBuilder {
+            hash_range: None,
+            max_decompressed_len: 1 << 20,
+            skip_through: None,
+            last_sequence: None,
+        };
+        let first = builder.build(&[record("100"), record("200")], None);
+        assert_eq!(first.records.len(), 2);
+        // An endpoint that re-reads the shard's first record, then goes on.
+        let second = builder.build(&[record("100"), record("200"), record("1000")], None);
+        let sequences: Vec<&str> =
+            second.records.iter().map(|r| r.sequence_number.as_str()).collect();
+        assert_eq!(sequences, ["1000"], "numeric order: 1000 > 200");
+        assert_eq!(second.redelivered, 2);
     }
 }

@@ -214,6 +214,7 @@ impl PollingRetriever {
             hash_range,
             max_decompressed_len: config.max_decompressed_len,
             skip_through,
+            last_sequence: None,
         };
         // Jitter exists to spread the retries of clients that were throttled together, which
         // for a shard's read quota are other applications reading the same shard: seed from
@@ -1118,6 +1119,7 @@ mod tests {
             hash_range: Some(range),
             max_decompressed_len: DEFAULT_MAX_DECOMPRESSED_LEN,
             skip_through: None,
+            last_sequence: None,
         };
         let batch = builder.build(&records, Some(7));
         let bytes: usize = records.iter().map(|r| r.data.len()).sum();
@@ -1148,6 +1150,7 @@ mod tests {
             hash_range: None,
             max_decompressed_len: DEFAULT_MAX_DECOMPRESSED_LEN,
             skip_through: Some(checkpoint),
+            last_sequence: None,
         };
         let first = builder.build(
             &[kinesis_record("9", "k", "old"), kinesis_record("10", "a", agg.finish())],
