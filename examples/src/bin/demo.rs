@@ -1,6 +1,6 @@
-//! The demo: produce KPL-aggregated records into a fresh stream, split a shard while
-//! producing, consume them with two consumer workers sharing a DynamoDB lease table (one of
-//! them shuts down halfway and hands its leases over), and check that nothing was lost and
+//! The demo: two consumer workers sharing a DynamoDB lease table consume a fresh stream while
+//! KPL-aggregated records are produced into it and a shard is split halfway (one worker shuts
+//! down a third of the way through and hands its leases over), then check that nothing was lost and
 //! every partition key's records kept their order (duplicates, which at-least-once delivery
 //! allows, are counted and dropped by a `Deduplicator`).
 //!
@@ -67,6 +67,55 @@ async fn main() -> anyhow::Result<()> {
     kinesis.create_stream(&stream, args.shards).await.context("CreateStream")?;
     wait_active(kinesis.as_ref(), &stream).await?;
 
+    println!(
+        "2. start two consumer workers sharing a lease table (parents before children, de-aggregation with each shard's hash range)"
+    );
+    let sdk = kinesis_examples::sdk_config().await;
+    let table = format!("{stream}-leases");
+    let leases: Arc<dyn LeaseStore> = Arc::new(DynamoLeaseStore::new(&sdk, table.clone()));
+    let tally = Tally::new(args.records);
+    let consumer_config = {
+        let mut c = ConsumerConfig::default();
+        c.initial_position = InitialPosition::TrimHorizon;
+        // Short timings so the demo's handover takes seconds, not the KCL's 10-20 s.
+        c.lease_duration = Duration::from_secs(6);
+        c.renew_interval = Duration::from_secs(2);
+        c.taker_interval = Duration::from_secs(3);
+        c.parent_poll_interval = Duration::from_millis(500);
+        let mut polling = PollingSettings::default();
+        polling.idle_time_between_reads = Duration::from_millis(250);
+        c.retrieval = Retrieval::Polling(polling);
+        c
+    };
+    let start_worker = |name: &str| {
+        let tally = tally.clone();
+        Consumer::builder(Arc::clone(&kinesis), Arc::clone(&leases))
+            .stream(stream.clone())
+            .application_name(table.clone())
+            .worker_id(WorkerId::new(name))
+            .config(consumer_config.clone())
+            .start(move |shard: &ShardId| DemoProcessor {
+                shard: shard.clone(),
+                tally: tally.clone(),
+            })
+    };
+    let worker_1 = start_worker("worker-1").await?;
+    let worker_2 = start_worker("worker-2").await?;
+    // A third of the way through, stop worker-1 gracefully while records are still being
+    // written: it checkpoints and releases its leases, and worker-2 takes them over at its
+    // next taker cycle.
+    let handover = {
+        let tally = tally.clone();
+        let third = args.records / 3;
+        let worker_2_held = worker_2.watch_held_shards();
+        tokio::spawn(async move {
+            tally.wait_for(third, Duration::from_secs(120)).await;
+            let held = (worker_1.held_shards(), worker_2_held.borrow().clone());
+            let report = worker_1.shutdown().await;
+            (tally.first_seen(), held, report)
+        })
+    };
+
     let config = ProducerConfig {
         compression: args.zstd.then_some(Compression {
             codec: Codec::Zstd,
@@ -81,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
         .start()
         .await?;
     println!(
-        "2. produce {} records over {} keys ({} B each{})",
+        "3. produce {} records over {} keys ({} B each{}) while the workers consume",
         args.records,
         args.keys,
         args.size,
@@ -138,56 +187,15 @@ async fn main() -> anyhow::Result<()> {
         p(0.99)
     );
     if let Some((parent, children)) = &split_done {
-        println!("3. split {parent} into {} and {} while producing", children[0], children[1]);
+        println!("   split {parent} into {} and {} halfway through", children[0], children[1]);
     }
 
+    println!("4. consumption");
+    let (seen, (held_1, held_2), handed_over) = handover.await?;
+    println!("   worker-1 held {held_1:?}, worker-2 held {held_2:?}");
     println!(
-        "4. consume with two workers sharing a lease table (parents before children, de-aggregation with each shard's hash range)"
-    );
-    let sdk = kinesis_examples::sdk_config().await;
-    let table = format!("{stream}-leases");
-    let leases: Arc<dyn LeaseStore> = Arc::new(DynamoLeaseStore::new(&sdk, table.clone()));
-    let tally = Tally::new(args.records);
-    let consumer_config = {
-        let mut c = ConsumerConfig::default();
-        c.initial_position = InitialPosition::TrimHorizon;
-        // Short timings so the demo's handover takes seconds, not the KCL's 10-20 s.
-        c.lease_duration = Duration::from_secs(6);
-        c.renew_interval = Duration::from_secs(2);
-        c.taker_interval = Duration::from_secs(3);
-        c.parent_poll_interval = Duration::from_millis(500);
-        let mut polling = PollingSettings::default();
-        polling.idle_time_between_reads = Duration::from_millis(250);
-        c.retrieval = Retrieval::Polling(polling);
-        c
-    };
-    let start_worker = |name: &str| {
-        let tally = tally.clone();
-        Consumer::builder(Arc::clone(&kinesis), Arc::clone(&leases))
-            .stream(stream.clone())
-            .application_name(table.clone())
-            .worker_id(WorkerId::new(name))
-            .config(consumer_config.clone())
-            .start(move |shard: &ShardId| DemoProcessor {
-                shard: shard.clone(),
-                tally: tally.clone(),
-            })
-    };
-    let worker_1 = start_worker("worker-1").await?;
-    let worker_2 = start_worker("worker-2").await?;
-    // Let both work for a while, then stop worker-1 gracefully: it checkpoints and releases
-    // its leases, and worker-2 takes them over at its next taker cycle.
-    tally.wait_for(args.records / 3, Duration::from_secs(60)).await;
-    println!(
-        "   worker-1 held {:?}, worker-2 held {:?}",
-        worker_1.held_shards(),
-        worker_2.held_shards()
-    );
-    let handed_over = worker_1.shutdown().await?;
-    println!(
-        "   worker-1 shut down after {} records: released {} lease(s) to worker-2",
-        tally.first_seen(),
-        handed_over.shards.len()
+        "   worker-1 shut down after {seen} records: released {} lease(s) to worker-2",
+        handed_over?.shards.len()
     );
     let complete = tally.wait_for(args.records, Duration::from_secs(120)).await;
     // Read a little longer so late duplicates, if any, are counted.
