@@ -1,8 +1,8 @@
 //! The demo: two consumer workers sharing a DynamoDB lease table consume a fresh stream while
 //! KPL-aggregated records are produced into it and a shard is split halfway (one worker shuts
-//! down a third of the way through and hands its leases over), then check that nothing was lost and
-//! every partition key's records kept their order (duplicates, which at-least-once delivery
-//! allows, are counted and dropped by a `Deduplicator`).
+//! down a third of the way through and hands its leases over), then check that nothing was
+//! lost and every partition key's records kept their order (duplicates, which at-least-once
+//! delivery allows, are counted and dropped by a `Deduplicator`).
 //!
 //! Run it with `cargo xtask demo`, which starts the local substrate first; against real AWS,
 //! run `cargo run -p kinesis-examples --bin demo -- --stream <name>` with AWS credentials
