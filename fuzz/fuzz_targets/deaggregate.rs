@@ -60,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
     let mut builder = AggregateBuilder::new();
     for record in &out.records {
         // Keys the aggregate may carry but PutRecords would refuse (empty, too long).
-        let Ok(key) = PartitionKey::new(record.partition_key.clone()) else {
+        let Ok(key) = PartitionKey::new(&*record.partition_key) else {
             return;
         };
         let mut user_record = UserRecord::new(key, record.data.clone());

@@ -1,0 +1,215 @@
+//! Bad input at the `kinesis-common` level: each refusal says which limit or form was broken
+//! (the error's `Display` text is what a caller logs), and a bad value among good ones
+//! affects only itself.
+//!
+//! The producer and consumer build on these checks; their own bad-input tests are in
+//! `producer/tests/bad_input.rs` and `consumer/tests/bad_input.rs`.
+
+use std::error::Error;
+
+use kinesis_common::{
+    ExtendedSequenceNumber, HashKey, PartitionKey, SequenceNumber, ValidationError,
+};
+
+/// The error and its sources, as `anyhow` or a logger with `{:#}` prints them.
+fn chain(error: &(dyn Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(next) = source {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        source = next.source();
+    }
+    text
+}
+
+#[test]
+fn empty_and_over_long_partition_keys_are_refused_naming_the_limit_in_characters() {
+    let cases = [
+        (String::new(), "partition key is empty: it must be 1 to 256 Unicode characters"),
+        ("k".repeat(257), "partition key has 257 characters: the limit is 256 Unicode characters"),
+        ("é".repeat(300), "partition key has 300 characters: the limit is 256 Unicode characters"),
+    ];
+    for (key, message) in cases {
+        assert_eq!(PartitionKey::new(key).unwrap_err().to_string(), message);
+    }
+    // The limit counts characters, not bytes: the good keys around the bad ones pass.
+    for good in ["k".to_owned(), "k".repeat(256), "é".repeat(256)] {
+        assert!(PartitionKey::new(good).is_ok());
+    }
+}
+
+#[test]
+fn explicit_hash_keys_out_of_range_or_not_decimal_are_refused_naming_the_range() {
+    let two_pow_128 = "340282366920938463463374607431768211456";
+    assert_eq!(
+        HashKey::from_decimal(two_pow_128).unwrap_err().to_string(),
+        format!(
+            "explicit hash key \"{two_pow_128}\" is out of range: the largest is 2^128-1 \
+             (340282366920938463463374607431768211455)"
+        )
+    );
+    for text in ["", "-1", "+1", " 42", "4 2", "1.0", "0x10", "1e5", "٤٢"] {
+        let error = HashKey::from_decimal(text).unwrap_err();
+        assert!(matches!(error, ValidationError::HashKeyNotDecimal { .. }), "{text:?}");
+        assert_eq!(
+            error.to_string(),
+            format!("explicit hash key {text:?} is not a decimal integer in 0..=2^128-1")
+        );
+    }
+    // A huge value is cut in the message, never echoed whole.
+    let huge = "9".repeat(10_000);
+    let message = HashKey::from_decimal(&huge).unwrap_err().to_string();
+    assert!(message.len() < 200 && message.contains("2^128-1"), "{message}");
+    // The edges of the range still pass.
+    assert_eq!(HashKey::from_decimal("0").unwrap(), HashKey::MIN);
+    assert_eq!(HashKey::from_decimal("340282366920938463463374607431768211455"), Ok(HashKey::MAX));
+}
+
+#[test]
+fn checkpoint_strings_that_are_not_sequence_numbers_are_refused_naming_the_accepted_forms() {
+    for text in ["12ab", "-5", "SHARD_ENDED", "latest", "", " 12", "1.5", &"1".repeat(130)] {
+        let error = ExtendedSequenceNumber::from_checkpoint(text, 0).unwrap_err();
+        assert!(matches!(error, ValidationError::Checkpoint { .. }), "{text:?}");
+        let message = error.to_string();
+        assert!(
+            message.ends_with(
+                "must be a sequence number or one of TRIM_HORIZON, LATEST, AT_TIMESTAMP, SHARD_END"
+            ),
+            "{message}"
+        );
+        assert!(message.len() < 300, "long input is cut: {message}");
+    }
+    assert_eq!(
+        ExtendedSequenceNumber::from_checkpoint("12ab", 0).unwrap_err().to_string(),
+        "invalid checkpoint \"12ab\": must be a sequence number or one of TRIM_HORIZON, LATEST, \
+         AT_TIMESTAMP, SHARD_END"
+    );
+    assert_eq!(
+        SequenceNumber::new("0x1f").unwrap_err().to_string(),
+        "invalid sequence number \"0x1f\": must be 1 to 129 decimal digits"
+    );
+    // The accepted forms still parse.
+    let sequence = "49590338271490256608559692538361571095921575989136588898";
+    let position = ExtendedSequenceNumber::from_checkpoint(sequence, 3).unwrap();
+    assert_eq!((position.checkpoint_str(), position.sub_sequence()), (sequence, 3));
+    assert_eq!(
+        ExtendedSequenceNumber::from_checkpoint("TRIM_HORIZON", 0),
+        Ok(ExtendedSequenceNumber::TrimHorizon)
+    );
+}
+
+#[cfg(feature = "aws")]
+mod access_denied {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    use super::chain;
+    use kinesis_common::{ApiErrorKind, KinesisApi, SdkKinesis, StreamName};
+
+    /// Answers every HTTP request on a loopback port with Kinesis' answer to a caller whose
+    /// IAM policy lacks the action (no emulator can deny access). Returns the endpoint URL;
+    /// the server thread lives until the test process ends.
+    fn kinesis_denying(message: &'static str) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let mut reader = BufReader::new(stream);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let answer =
+                    format!("{{\"__type\":\"AccessDeniedException\",\"message\":{message:?}}}");
+                let response = format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.1\r\n\
+                     x-amzn-requestid: bad-input-test\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = reader.into_inner().write_all(response.as_bytes());
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn access_denied_by_kinesis_is_final_and_keeps_the_aws_message() {
+        const MESSAGE: &str = "User: arn:aws:iam::000000000000:user/app is not authorized to \
+                               perform: kinesis:ListShards on resource: \
+                               arn:aws:kinesis:us-east-1:000000000000:stream/orders because no \
+                               identity-based policy allows the kinesis:ListShards action";
+        let config = aws_sdk_kinesis::Config::builder()
+            .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+            .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+            .endpoint_url(kinesis_denying(MESSAGE))
+            .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+                "id", "secret", None, None, "test",
+            ))
+            .build();
+        let client = aws_sdk_kinesis::Client::from_conf(config);
+        let kinesis = SdkKinesis::from_clients(client.clone(), client.clone(), client);
+        let error = kinesis.list_shards(&StreamName::new("orders").unwrap()).await.unwrap_err();
+        assert_eq!(error.kind(), ApiErrorKind::AccessDenied);
+        assert!(!error.is_retryable());
+        assert_eq!(error.code(), Some("AccessDeniedException"));
+        assert_eq!(error.to_string(), format!("access denied (AccessDeniedException): {MESSAGE}"));
+        assert!(chain(&error).starts_with(&error.to_string()));
+    }
+}
+
+#[cfg(feature = "aws")]
+mod missing_credentials {
+    use super::chain;
+    use kinesis_common::{ApiErrorKind, KinesisApi, SdkKinesis, StreamName};
+
+    /// A client configured without any credentials provider (as `SdkConfig::builder()` gives
+    /// unless one is set), pointed at a port nothing listens on: the call must fail before
+    /// anything is sent.
+    fn kinesis_without_credentials() -> SdkKinesis {
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:1")
+            .build();
+        SdkKinesis::new(&config)
+    }
+
+    #[tokio::test]
+    async fn a_call_without_credentials_fails_before_sending_and_its_error_chain_says_why() {
+        let kinesis = kinesis_without_credentials();
+        let stream = StreamName::new("orders").unwrap();
+        let error = kinesis.list_shards(&stream).await.unwrap_err();
+        let text = chain(&error);
+        // What the caller sees today: the operation, then the SDK's reason at the end.
+        assert!(text.starts_with("transient failure: ListShards could not be sent"), "{text}");
+        assert!(text.contains("no identity resolver"), "{text}");
+        assert!(text.contains("Be sure to set an identity, such as credentials"), "{text}");
+        assert_eq!(error.code(), None);
+    }
+
+    /// Missing credentials are classified as a passing fault today, so the producer retries
+    /// its records until their TTL and the consumer's retrieval retries for ever. See the
+    /// bad-input audit report: the fix is to recognise the SDK's identity errors in
+    /// `api_error` (a `CredentialsError` or "no identity resolver" in the dispatch
+    /// failure's source chain) and classify them as `AccessDenied`.
+    #[tokio::test]
+    #[ignore = "known issue: missing credentials are classified as Transient (retryable)"]
+    async fn a_call_without_credentials_is_access_denied_not_transient() {
+        let kinesis = kinesis_without_credentials();
+        let error = kinesis.list_shards(&StreamName::new("orders").unwrap()).await.unwrap_err();
+        assert_eq!(error.kind(), ApiErrorKind::AccessDenied, "{}", chain(&error));
+        assert!(!error.is_retryable());
+    }
+}
