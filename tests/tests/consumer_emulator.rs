@@ -13,6 +13,15 @@
 //! Waits poll with deadlines; the only fixed sleeps are short quiet periods after the last
 //! expected record (to catch a record handed out twice) and the "no churn" window of the
 //! balancing test.
+//!
+//! Reading, restarting, resharding and the round trip run in both retrieval modes, as the
+//! driver tests do: GetRecords polling under the scenario's name, enhanced fan-out
+//! (SubscribeToShard) under a name with `fan_out` in it ([`in_both_modes!`]). In fan-out mode the workers reach Kinesis
+//! through a [`LimitsProxy`] without limits, only to count requests, so each test checks
+//! that its records came over subscriptions, not GetRecords. kinesis-mock never ends a
+//! closed shard's subscription and sends no ChildShards over SubscribeToShard, so there a
+//! closed shard ends through the retriever's closed-shard fallback (ListShards after 10 s
+//! without records, then GetRecords to the end; see `consumer/src/retrieval/fanout.rs`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -22,16 +31,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use kinesis_common::compression::{Codec, codec_of};
 use kinesis_common::{
-    ExtendedSequenceNumber, HashKey, KinesisApi, PartitionKey, PutRecordsEntry, PutRecordsOutcome,
-    SequenceNumber, Shard, ShardId, ShardIteratorPosition, StreamName,
+    ConsumerName, ExtendedSequenceNumber, HashKey, KinesisApi, PartitionKey, PutRecordsEntry,
+    PutRecordsOutcome, SequenceNumber, Shard, ShardId, ShardIteratorPosition, StreamName,
 };
 use kinesis_consumer::testing::{CheckpointPolicy, ProcessorEvent, Recorder, RecordingProcessor};
 use kinesis_consumer::{
     Consumer, ConsumerConfig, DynamoLeaseStore, InitialPosition, KinesisClientRecord, Lease,
     LeaseStore, PollingSettings, Retrieval, ShutdownReason, ShutdownReport, WorkerId,
 };
+use kinesis_integration_tests::proxy::{Limits, LimitsProxy, ProxyConfig, ProxyStats};
 use kinesis_integration_tests::{
-    create_stream, dynamodb, kinesis, open_shards, unique_name, unique_stream, wait_active,
+    create_stream, dynamodb, kinesis, open_shards, sdk_config, unique_name, unique_stream,
+    wait_active,
 };
 use kinesis_producer::{Compression, Producer, ProducerConfig, Record};
 use tokio::time::Instant;
@@ -69,9 +80,29 @@ struct Written {
 /// Written records by their data (unique: the data carries the key and the per-key number).
 type WrittenSet = HashMap<String, Written>;
 
+/// How the workers under test read their shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// GetRecords polling.
+    Polling,
+    /// Enhanced fan-out: SubscribeToShard through a registered stream consumer.
+    FanOut,
+}
+
+/// The stream consumer fan-out workers register: one per stream (each test has a stream of
+/// its own), shared by the workers of the test's application, as the KCL shares one per
+/// application.
+const FAN_OUT_CONSUMER: &str = "cons-emulator";
+
 /// A stream and a lease table of their own, and what was written to the stream.
 struct Fixture {
+    /// Direct to the substrate: writes, resharding, inspection.
     kinesis: Arc<dyn KinesisApi>,
+    /// What the workers read through: `kinesis` when polling; in fan-out mode the same
+    /// substrate through [`proxy`](Self::proxy).
+    reader: Arc<dyn KinesisApi>,
+    /// In fan-out mode, a proxy without limits that counts the workers' requests.
+    proxy: Option<Arc<LimitsProxy>>,
     dynamodb: aws_sdk_dynamodb::Client,
     store: Arc<DynamoLeaseStore>,
     stream: StreamName,
@@ -81,27 +112,55 @@ struct Fixture {
 }
 
 async fn fixture(prefix: &str, shards: u32) -> Fixture {
+    fixture_in(Mode::Polling, prefix, shards).await
+}
+
+/// A [`fixture`] whose workers read in `mode`.
+async fn fixture_in(mode: Mode, prefix: &str, shards: u32) -> Fixture {
     let kinesis = kinesis().await.expect("substrate Kinesis client");
     let dynamodb = dynamodb().await.expect("substrate DynamoDB client");
+    let (reader, proxy) = match mode {
+        Mode::Polling => (kinesis.clone(), None),
+        Mode::FanOut => {
+            let config = ProxyConfig { limits: Limits::none(), ..ProxyConfig::default() };
+            let proxy = LimitsProxy::in_front_of_kinesis(config).await.expect("counting proxy");
+            (proxy.kinesis().await.expect("Kinesis through the proxy"), Some(Arc::new(proxy)))
+        }
+    };
     let stream = unique_stream(prefix);
     create_stream(kinesis.as_ref(), &stream, shards).await.unwrap();
     let table = unique_name(&format!("{prefix}-leases"));
     let store = Arc::new(DynamoLeaseStore::from_client(dynamodb.clone(), table.clone()));
-    Fixture { kinesis, dynamodb, store, stream, table, counts: HashMap::new() }
+    Fixture { kinesis, reader, proxy, dynamodb, store, stream, table, counts: HashMap::new() }
 }
 
 /// The configuration most tests use: from the oldest record, quick polling of idle shards,
 /// quick checks of parents, no cleanup of finished leases while a test looks at them.
 fn config() -> ConsumerConfig {
+    config_in(Mode::Polling)
+}
+
+/// [`config`] reading in `mode`; in fan-out mode through the stream consumer
+/// [`FAN_OUT_CONSUMER`], left registered at shutdown (the stream's deletion removes it).
+fn config_in(mode: Mode) -> ConsumerConfig {
     let mut config = ConsumerConfig::default();
     config.initial_position = InitialPosition::TrimHorizon;
     config.taker_interval = Duration::from_secs(2);
     config.parent_poll_interval = Duration::from_millis(500);
     config.cleanup_interval = Duration::from_secs(600);
-    let mut polling = PollingSettings::default();
-    polling.idle_time_between_reads = Duration::from_millis(200);
-    config.retrieval = Retrieval::Polling(polling);
+    config.retrieval = match mode {
+        Mode::Polling => {
+            let mut polling = PollingSettings::default();
+            polling.idle_time_between_reads = Duration::from_millis(200);
+            Retrieval::Polling(polling)
+        }
+        Mode::FanOut => Retrieval::FanOut { consumer_name: consumer_name(FAN_OUT_CONSUMER) },
+    };
     config
+}
+
+fn consumer_name(name: &str) -> ConsumerName {
+    ConsumerName::new(name).expect("a valid consumer name")
 }
 
 /// [`config`] with short lease timings, so failover and balancing take seconds.
@@ -199,7 +258,7 @@ impl Fixture {
         config: ConsumerConfig,
     ) -> Consumer {
         let recorder = recorder.clone();
-        Consumer::builder(self.kinesis.clone(), self.store.clone())
+        Consumer::builder(self.reader.clone(), self.store.clone())
             .stream(self.stream.clone())
             .application_name(self.table.clone())
             .worker_id(WorkerId::new(worker))
@@ -247,9 +306,54 @@ impl Fixture {
         .await;
     }
 
+    /// Another application on the same stream: a lease table of its own, workers reading
+    /// through the same [`reader`](Self::reader). End it with
+    /// [`finish_application`](Self::finish_application), before the stream's [`finish`](Self::finish).
+    fn other_application(&self, prefix: &str) -> Fixture {
+        let table = unique_name(&format!("{prefix}-leases"));
+        let store = Arc::new(DynamoLeaseStore::from_client(self.dynamodb.clone(), table.clone()));
+        Fixture {
+            kinesis: self.kinesis.clone(),
+            reader: self.reader.clone(),
+            proxy: self.proxy.clone(),
+            dynamodb: self.dynamodb.clone(),
+            store,
+            stream: self.stream.clone(),
+            table,
+            counts: HashMap::new(),
+        }
+    }
+
+    /// What the workers' requests were, in fan-out mode (`None` when polling).
+    fn requests(&self) -> Option<ProxyStats> {
+        self.proxy.as_ref().map(|proxy| proxy.stats())
+    }
+
+    /// In fan-out mode, that the workers read over subscriptions: at least `subscriptions`
+    /// SubscribeToShard calls, and GetRecords only for the closed-shard fallback, which
+    /// starts each of at most `fallbacks` closed shards with one GetShardIterator call.
+    /// Nothing to check when polling.
+    fn assert_fanned_out(&self, subscriptions: u64, fallbacks: u64) {
+        let Some(stats) = self.requests() else { return };
+        let requests = &stats.requests;
+        eprintln!("the workers' Kinesis requests: {requests:?}");
+        let subscribed = stats.requests_for("SubscribeToShard");
+        assert!(subscribed >= subscriptions, "{subscribed} subscriptions: {requests:?}");
+        let iterators = stats.requests_for("GetShardIterator");
+        assert!(iterators <= fallbacks, "{iterators} shard iterators: {requests:?}");
+        if iterators == 0 {
+            assert_eq!(stats.requests_for("GetRecords"), 0, "{requests:?}");
+        }
+    }
+
     /// Deletes the stream and the lease table.
     async fn finish(self) {
         self.kinesis.delete_stream(&self.stream).await.unwrap();
+        self.finish_application().await;
+    }
+
+    /// Deletes the lease table of an [`other_application`](Self::other_application).
+    async fn finish_application(self) {
         // Best effort: a table left behind is harmless on an emulator.
         let _ = self.dynamodb.delete_table().table_name(&self.table).send().await;
     }
@@ -374,18 +478,61 @@ fn initialized(recorder: &Recorder) -> BTreeMap<ShardId, ExtendedSequenceNumber>
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumer_reads_10k_records_from_4_shards_and_checkpoints() {
-    let mut f = fixture("cons-10k", 4).await;
+/// How many processors were initialized.
+fn starts(recorder: &Recorder) -> usize {
+    recorder.events().iter().filter(|e| matches!(e, ProcessorEvent::Initialized(..))).count()
+}
+
+/// The events other than batches and checkpoints: how the processors started and ended.
+fn lifecycle(recorder: &Recorder) -> Vec<ProcessorEvent> {
+    let events = recorder.events().into_iter();
+    events
+        .filter(|e| !matches!(e, ProcessorEvent::Batch(..) | ProcessorEvent::Checkpointed(..)))
+        .collect()
+}
+
+/// Runs each scenario `async fn scenario(mode: Mode)` as two tests: `$polling` reading with
+/// GetRecords, `$fan_out` with SubscribeToShard (the driver tests' `in_both_modes!`, with
+/// the polling tests keeping their names).
+macro_rules! in_both_modes {
+    ($($scenario:ident => $polling:ident, $fan_out:ident;)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $polling() {
+                $scenario(Mode::Polling).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $fan_out() {
+                $scenario(Mode::FanOut).await;
+            }
+        )*
+    };
+}
+
+in_both_modes! {
+    reads_10k_records_from_4_shards =>
+        consumer_reads_10k_records_from_4_shards_and_checkpoints,
+        consumer_reads_10k_records_from_4_shards_and_checkpoints_fan_out;
+    restarted_worker_resumes =>
+        restarted_worker_resumes_after_checkpoint,
+        restarted_worker_resumes_after_checkpoint_fan_out;
+    split_and_merge_during_consumption =>
+        split_and_merge_during_consumption_keep_per_key_order,
+        split_and_merge_during_consumption_keep_per_key_order_fan_out;
+}
+
+async fn reads_10k_records_from_4_shards(mode: Mode) {
+    let mut f = fixture_in(mode, "cons-10k", 4).await;
     // Half is waiting when the worker starts, half is written while it reads; at most 1 000
-    // records a GetRecords call, so each shard is read in several pages and batches.
+    // records a GetRecords call, so each shard is read in several pages and batches (fan-out
+    // pushes events of its own size).
     let writing = Instant::now();
     let mut written = f.put(100, 5_000).await;
-    let mut config = config();
-    let mut polling = PollingSettings::default();
-    polling.max_records = 1_000;
-    polling.idle_time_between_reads = Duration::from_millis(200);
-    config.retrieval = Retrieval::Polling(polling);
+    let mut config = config_in(mode);
+    if let Retrieval::Polling(polling) = &mut config.retrieval {
+        polling.max_records = 1_000;
+    }
     let recorder = Recorder::new();
     let consumer = f.start("w1", &recorder, CheckpointPolicy::EveryBatch, config).await;
     written.extend(f.put(100, 5_000).await);
@@ -410,6 +557,7 @@ async fn consumer_reads_10k_records_from_4_shards_and_checkpoints() {
     assert_per_key_order(&records);
     let initialized = initialized(&recorder);
     assert_eq!(initialized.len(), 4);
+    assert_eq!(starts(&recorder), 4, "{:?}", lifecycle(&recorder));
     assert!(
         initialized.values().all(|c| *c == ExtendedSequenceNumber::TrimHorizon),
         "{initialized:?}"
@@ -420,15 +568,15 @@ async fn consumer_reads_10k_records_from_4_shards_and_checkpoints() {
     let leases = f.leases().await;
     assert!(leases.iter().all(|l| l.owner.is_none()), "released: {leases:?}");
     assert_eq!(f.checkpoints().await, expected_checkpoints, "nothing moved at shutdown");
+    f.assert_fanned_out(4, 0);
     f.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarted_worker_resumes_after_checkpoint() {
-    let mut f = fixture("cons-restart", 4).await;
+async fn restarted_worker_resumes(mode: Mode) {
+    let mut f = fixture_in(mode, "cons-restart", 4).await;
     let first_written = f.put(20, 2_000).await;
     let first = Recorder::new();
-    let consumer = f.start("w1", &first, CheckpointPolicy::EveryBatch, config()).await;
+    let consumer = f.start("w1", &first, CheckpointPolicy::EveryBatch, config_in(mode)).await;
     wait_for_records(&first, first_written.len(), Duration::from_secs(60)).await;
     let checkpoints = last_positions(&first_written);
     f.wait_for_checkpoints(&checkpoints, Duration::from_secs(15)).await;
@@ -438,14 +586,19 @@ async fn restarted_worker_resumes_after_checkpoint() {
 
     let second_written = f.put(20, 1_000).await;
     let second = Recorder::new();
-    let consumer = f.start("w2", &second, CheckpointPolicy::EveryBatch, config()).await;
+    let restarted = Instant::now();
+    let consumer = f.start("w2", &second, CheckpointPolicy::EveryBatch, config_in(mode)).await;
     wait_for_records(&second, second_written.len(), Duration::from_secs(60)).await;
+    eprintln!("the second worker read everything {:?} after it started", restarted.elapsed());
     f.wait_for_checkpoints(&last_positions(&second_written), Duration::from_secs(15)).await;
     tokio::time::sleep(QUIET).await;
 
     // The new worker took the released leases and started right after each checkpoint:
     // every new record once, and nothing from before (it would be an unexpected record).
     assert_eq!(initialized(&second), checkpoints, "resumed at the first worker's checkpoints");
+    // Once each: no shard consumer failed and was started again (a subscription of the first
+    // worker still open on the service's side must be waited out, not fail the shard).
+    assert_eq!(starts(&second), 4, "{:?}", lifecycle(&second));
     let records = second.records();
     assert_exactly_once(&records, &second_written);
     assert_per_key_order(&records);
@@ -453,6 +606,7 @@ async fn restarted_worker_resumes_after_checkpoint() {
 
     let report = consumer.shutdown().await.unwrap();
     assert_clean_shutdown(&report, 4);
+    f.assert_fanned_out(8, 0);
     f.finish().await;
 }
 
@@ -604,11 +758,14 @@ async fn split(f: &Fixture, shard: &Shard) {
     wait_active(f.kinesis.as_ref(), &f.stream, Duration::from_secs(30)).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_and_merge_during_consumption_keep_per_key_order() {
-    let mut f = fixture("cons-reshard", 2).await;
+/// In fan-out mode on kinesis-mock, each closed shard (both parents and the first child) ends
+/// through the closed-shard fallback, 10 s after its last record: the merged shard, two
+/// generations down, starts some 20 s after the split.
+async fn split_and_merge_during_consumption(mode: Mode) {
+    let mut f = fixture_in(mode, "cons-reshard", 2).await;
     let recorder = Recorder::new();
-    let consumer = f.start("w1", &recorder, CheckpointPolicy::EveryBatch, config()).await;
+    let started = Instant::now();
+    let consumer = f.start("w1", &recorder, CheckpointPolicy::EveryBatch, config_in(mode)).await;
     let keys = 32;
     let mut written = f.put(keys, 320).await;
     wait_for_records(&recorder, 1, Duration::from_secs(30)).await;
@@ -637,12 +794,14 @@ async fn split_and_merge_during_consumption_keep_per_key_order() {
     written.extend(f.put(keys, 320).await);
 
     wait_for_records(&recorder, written.len(), Duration::from_secs(60)).await;
+    eprintln!("read everything {:?} after the worker started", started.elapsed());
     tokio::time::sleep(QUIET).await;
     let records = recorder.records();
     assert_exactly_once(&records, &written);
     assert_per_key_order(&records);
     let read: HashSet<&ShardId> = records.iter().map(|(s, _)| s).collect();
     assert_eq!(read.len(), 5, "two parents, two children, the merged shard: {read:?}");
+    assert_eq!(starts(&recorder), 5, "each shard's processor once: {:?}", lifecycle(&recorder));
 
     // Children start only after every parent checkpointed SHARD_END.
     let events = recorder.events();
@@ -668,6 +827,84 @@ async fn split_and_merge_during_consumption_keep_per_key_order() {
     }
     let report = consumer.shutdown().await.unwrap();
     assert_clean_shutdown(&report, 2);
+    // Five shards subscribed to; the three closed ones may end through the fallback.
+    f.assert_fanned_out(5, 3);
+    f.finish().await;
+}
+
+/// The stream's registered consumers (ListStreamConsumers): status by name.
+async fn registered(
+    control: &aws_sdk_kinesis::Client,
+    stream_arn: &str,
+) -> BTreeMap<String, String> {
+    let listed = control.list_stream_consumers().stream_arn(stream_arn).send().await.unwrap();
+    listed
+        .consumers()
+        .iter()
+        .map(|c| (c.consumer_name().to_owned(), c.consumer_status().as_str().to_owned()))
+        .collect()
+}
+
+/// Two applications fanning out from one stream, each with a lease table and a stream
+/// consumer of its own: each reads every record once, in per-key order, and checkpoints
+/// every shard's last record in its own table. Each registers its consumer at start and
+/// deregisters it at shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_fan_out_applications_each_receive_everything() {
+    let mut f = fixture_in(Mode::FanOut, "cons-two-apps", 4).await;
+    let g = f.other_application("cons-two-apps-b");
+    let stream_arn = f.kinesis.describe_stream_summary(&f.stream).await.unwrap().arn;
+    let control = aws_sdk_kinesis::Client::new(&sdk_config().await.unwrap());
+    assert_eq!(registered(&control, &stream_arn).await, BTreeMap::new(), "none before");
+
+    // Some records are waiting when the applications start, more come while they read.
+    let mut written = f.put(40, 2_000).await;
+    let mut running = Vec::new();
+    for (app, name) in [(&f, "app-a"), (&g, "app-b")] {
+        let mut config = config_in(Mode::FanOut);
+        config.retrieval = Retrieval::FanOut { consumer_name: consumer_name(name) };
+        config.deregister_on_shutdown = true;
+        let recorder = Recorder::new();
+        let consumer = app.start("w1", &recorder, CheckpointPolicy::EveryBatch, config).await;
+        running.push((consumer, recorder));
+    }
+    let active = |name: &str| (name.to_owned(), "ACTIVE".to_owned());
+    assert_eq!(
+        registered(&control, &stream_arn).await,
+        BTreeMap::from([active("app-a"), active("app-b")]),
+        "each application registered its stream consumer"
+    );
+    written.extend(f.put(40, 2_000).await);
+
+    let expected_checkpoints = last_positions(&written);
+    assert_eq!(expected_checkpoints.len(), 4, "every shard got records");
+    let applications = [(&f, "app-a"), (&g, "app-b")];
+    for ((app, name), (_, recorder)) in applications.iter().zip(&running) {
+        wait_for_records(recorder, written.len(), Duration::from_secs(60)).await;
+        app.wait_for_checkpoints(&expected_checkpoints, Duration::from_secs(15)).await;
+        eprintln!("{name} read and checkpointed everything");
+    }
+    tokio::time::sleep(QUIET).await;
+    for ((_, name), (consumer, recorder)) in applications.iter().zip(&running) {
+        assert_eq!(consumer.held_shards().len(), 4, "{name}");
+        assert_eq!(starts(recorder), 4, "{name}: {:?}", lifecycle(recorder));
+        let records = recorder.records();
+        assert_exactly_once(&records, &written);
+        assert_per_key_order(&records);
+    }
+    // A subscription per shard and application, and no GetRecords.
+    f.assert_fanned_out(8, 0);
+
+    for (consumer, _) in running {
+        let report = consumer.shutdown().await.unwrap();
+        assert_clean_shutdown(&report, 4);
+    }
+    eventually("both stream consumers deregistered", Duration::from_secs(15), || async {
+        let listed = registered(&control, &stream_arn).await;
+        if listed.is_empty() { Ok(()) } else { Err(format!("still registered: {listed:?}")) }
+    })
+    .await;
+    g.finish_application().await;
     f.finish().await;
 }
 
@@ -738,9 +975,12 @@ async fn producer_aggregated_and_compressed_records_arrive_as_user_records() {
 /// first record on its own gets it on every later call. Kinesis and kinesis-mock 0.6.2 do
 /// not. So everything is written before the worker starts, in two producer runs, which
 /// leaves at least two Kinesis records in each shard for the first GetRecords call.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumer_round_trip_smoke() {
-    let mut f = fixture("cons-smoke", 2).await;
+///
+/// The fan-out variant passes there too: LocalStack's own SubscribeToShard (Python, in front
+/// of kinesis-mock 0.4.13) delivers the records of an open shard; unlike kinesis-mock 0.6.2 it
+/// sends no heartbeat events on an idle shard and `ContinuationSequenceNumber` is always "0".
+async fn round_trip(mode: Mode) {
+    let mut f = fixture_in(mode, "cons-smoke", 2).await;
     let mut written = f.produce(20, 250, 40, None).await;
     written.extend(f.produce(20, 250, 40, None).await);
     let mut per_shard: BTreeMap<&ShardId, HashSet<&SequenceNumber>> = BTreeMap::new();
@@ -750,7 +990,7 @@ async fn consumer_round_trip_smoke() {
     assert_eq!(per_shard.len(), 2, "both shards got records");
     assert!(per_shard.values().all(|s| s.len() >= 2), "two Kinesis records a shard or more");
     let recorder = Recorder::new();
-    let consumer = f.start("w1", &recorder, CheckpointPolicy::EveryBatch, config()).await;
+    let consumer = f.start("w1", &recorder, CheckpointPolicy::EveryBatch, config_in(mode)).await;
     wait_for_records(&recorder, written.len(), Duration::from_secs(60)).await;
     f.wait_for_checkpoints(&last_positions(&written), Duration::from_secs(15)).await;
     tokio::time::sleep(QUIET).await;
@@ -759,11 +999,17 @@ async fn consumer_round_trip_smoke() {
     assert!(records.iter().all(|(_, r)| r.is_aggregated()), "every record from an aggregate");
     assert_exactly_once(&records, &written);
     assert_per_key_order(&records);
+    assert_eq!(starts(&recorder), 2, "{:?}", lifecycle(&recorder));
 
     let report = consumer.shutdown().await.unwrap();
     assert_clean_shutdown(&report, 2);
     let leases = f.leases().await;
     assert_eq!(leases.len(), 2);
     assert!(leases.iter().all(|l| l.owner.is_none()), "released: {leases:?}");
+    f.assert_fanned_out(2, 0);
     f.finish().await;
+}
+
+in_both_modes! {
+    round_trip => consumer_round_trip_smoke, consumer_round_trip_fan_out_smoke;
 }

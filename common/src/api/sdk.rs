@@ -155,6 +155,44 @@ where
     error
 }
 
+/// Classifies a failure of an open SubscribeToShard event stream. The SDK leaves the code out
+/// of the metadata of an exception the stream carries (aws-sdk-kinesis 1.130: kinesis-mock's
+/// `ResourceInUseException` for a second subscription arrives that way, with `code: None`), so
+/// [`api_error`] alone would make every such exception `Other`, which is not retryable; the
+/// code is taken from the exception's type instead.
+fn stream_error(
+    op: &'static str,
+    err: SdkError<
+        sdk::error::SubscribeToShardEventStreamError,
+        aws_smithy_types::event_stream::RawMessage,
+    >,
+) -> ApiError {
+    use sdk::error::SubscribeToShardEventStreamError as E;
+    let code = match err.as_service_error() {
+        Some(exception) if exception.code().is_none() => match exception {
+            E::ResourceNotFoundException(_) => Some("ResourceNotFoundException"),
+            E::ResourceInUseException(_) => Some("ResourceInUseException"),
+            E::KmsDisabledException(_) => Some("KMSDisabledException"),
+            E::KmsInvalidStateException(_) => Some("KMSInvalidStateException"),
+            E::KmsAccessDeniedException(_) => Some("KMSAccessDeniedException"),
+            E::KmsNotFoundException(_) => Some("KMSNotFoundException"),
+            E::KmsOptInRequired(_) => Some("KMSOptInRequired"),
+            E::KmsThrottlingException(_) => Some("KMSThrottlingException"),
+            E::InternalFailureException(_) => Some("InternalFailureException"),
+            _ => None,
+        },
+        _ => None,
+    };
+    match code {
+        Some(code) => {
+            let message =
+                err.message().map_or_else(|| format!("{op} failed: {code}"), str::to_owned);
+            ApiError::new(ApiErrorKind::from_code(code), message).with_code(code).with_source(err)
+        }
+        None => api_error(op, err),
+    }
+}
+
 /// An answer from the service that does not fit the API's documented shape.
 fn malformed(op: &'static str, what: impl std::fmt::Display) -> ApiError {
     ApiError::new(ApiErrorKind::Other, format!("{op} answer is malformed: {what}"))
@@ -581,7 +619,7 @@ impl Subscription for SdkSubscription {
     async fn next_event(&mut self) -> Result<Option<SubscribeToShardEvent>, ApiError> {
         const OP: &str = "SubscribeToShard";
         loop {
-            let Some(message) = self.events.recv().await.map_err(|e| api_error(OP, e))? else {
+            let Some(message) = self.events.recv().await.map_err(|e| stream_error(OP, e))? else {
                 return Ok(None);
             };
             let sdk::SubscribeToShardEventStream::SubscribeToShardEvent(event) = message else {
@@ -610,5 +648,44 @@ impl Subscription for SdkSubscription {
                 child_shards,
             }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_smithy_types::error::ErrorMetadata;
+    use aws_smithy_types::event_stream::RawMessage;
+
+    use super::*;
+
+    #[test]
+    fn an_exception_inside_the_event_stream_keeps_its_kind() {
+        // As the SDK builds it from an exception message: no code in the metadata.
+        let in_use = sdk::error::SubscribeToShardEventStreamError::ResourceInUseException(
+            sdk::error::ResourceInUseException::builder()
+                .message("Another active subscription exists")
+                .meta(
+                    ErrorMetadata::builder().message("Another active subscription exists").build(),
+                )
+                .build(),
+        );
+        let error = stream_error(
+            "SubscribeToShard",
+            SdkError::service_error(in_use, RawMessage::invalid(None)),
+        );
+        assert_eq!(error.kind(), ApiErrorKind::ResourceInUse);
+        assert_eq!(error.code(), Some("ResourceInUseException"));
+        assert!(error.is_retryable());
+        assert_eq!(error.message(), "Another active subscription exists");
+
+        let internal = sdk::error::SubscribeToShardEventStreamError::InternalFailureException(
+            sdk::error::InternalFailureException::builder().build(),
+        );
+        let error = stream_error(
+            "SubscribeToShard",
+            SdkError::service_error(internal, RawMessage::invalid(None)),
+        );
+        assert_eq!(error.kind(), ApiErrorKind::Transient);
+        assert_eq!(error.message(), "SubscribeToShard failed: InternalFailureException");
     }
 }
