@@ -813,7 +813,6 @@ impl Meters {
 
 #[cfg(test)]
 mod tests {
-    use crate::retrieval::FetchedBatch;
     use std::collections::VecDeque;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -832,6 +831,7 @@ mod tests {
     use tokio::time::timeout;
 
     use super::*;
+    use crate::retrieval::QueueReader;
 
     /// Long enough for anything a test waits for; short enough to fail fast on paused time.
     const PATIENCE: Duration = Duration::from_secs(600);
@@ -934,41 +934,13 @@ mod tests {
         meter: Arc<Meter>,
     }
 
+    impl QueueReader for Running {
+        fn queue(&mut self) -> &mut mpsc::Receiver<Item> {
+            &mut self.queue
+        }
+    }
+
     impl Running {
-        /// The next item, failing the test if none comes.
-        async fn next(&mut self) -> Option<Item> {
-            timeout(PATIENCE, self.queue.recv()).await.expect("the retriever sends or closes")
-        }
-
-        /// The next batch; fails the test on anything else.
-        async fn batch(&mut self) -> FetchedBatch {
-            match self.next().await {
-                Some(Ok(Fetched::Batch(batch))) => batch,
-                other => panic!("expected a batch, got {other:?}"),
-            }
-        }
-
-        /// User records of the next batches until `n` were received.
-        async fn records(&mut self, n: usize) -> Vec<KinesisClientRecord> {
-            let mut records = Vec::new();
-            while records.len() < n {
-                records.extend(self.batch().await.records);
-            }
-            records
-        }
-
-        /// Every user record until the shard's end, and the children it reported.
-        async fn read_to_end(&mut self) -> (Vec<KinesisClientRecord>, Vec<ChildShard>) {
-            let mut records = Vec::new();
-            loop {
-                match self.next().await {
-                    Some(Ok(Fetched::Batch(batch))) => records.extend(batch.records),
-                    Some(Ok(Fetched::End { child_shards })) => return (records, child_shards),
-                    other => panic!("expected a batch or the end, got {other:?}"),
-                }
-            }
-        }
-
         /// Fails the test if anything arrives within `quiet`.
         async fn nothing_more_for(&mut self, quiet: Duration) {
             if let Ok(item) = timeout(quiet, self.queue.recv()).await {

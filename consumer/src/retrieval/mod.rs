@@ -187,6 +187,50 @@ impl BatchBuilder {
     }
 }
 
+/// Reading a retriever's queue in tests: each method fails the test on anything unexpected,
+/// and on nothing at all within ten minutes of (paused) time.
+#[cfg(test)]
+pub(crate) trait QueueReader {
+    /// The queue the retriever fills.
+    fn queue(&mut self) -> &mut tokio::sync::mpsc::Receiver<Result<Fetched, RetrievalError>>;
+
+    /// The next item, failing the test if none comes.
+    async fn next(&mut self) -> Option<Result<Fetched, RetrievalError>> {
+        tokio::time::timeout(std::time::Duration::from_secs(600), self.queue().recv())
+            .await
+            .expect("the retriever sends or closes")
+    }
+
+    /// The next batch; fails the test on anything else.
+    async fn batch(&mut self) -> FetchedBatch {
+        match self.next().await {
+            Some(Ok(Fetched::Batch(batch))) => batch,
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+
+    /// User records of the next batches until `n` were received.
+    async fn records(&mut self, n: usize) -> Vec<KinesisClientRecord> {
+        let mut records = Vec::new();
+        while records.len() < n {
+            records.extend(self.batch().await.records);
+        }
+        records
+    }
+
+    /// Every user record until the shard's end, and the children it reported.
+    async fn read_to_end(&mut self) -> (Vec<KinesisClientRecord>, Vec<ChildShard>) {
+        let mut records = Vec::new();
+        loop {
+            match self.next().await {
+                Some(Ok(Fetched::Batch(batch))) => records.extend(batch.records),
+                Some(Ok(Fetched::End { child_shards })) => return (records, child_shards),
+                other => panic!("expected a batch or the end, got {other:?}"),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;

@@ -516,12 +516,11 @@ mod tests {
     use kinesis_common::aggregation::{AggregateBuilder, KinesisClientRecord, MAGIC, UserRecord};
     use kinesis_common::compression::{Codec, compress};
     use kinesis_common::fake::{FakeKinesis, Operation};
-    use kinesis_common::{
-        ChildShard, HashKey, PartitionKey, PutRecordsEntry, PutRecordsOutcome, Shard,
-    };
+    use kinesis_common::{HashKey, PartitionKey, PutRecordsEntry, PutRecordsOutcome, Shard};
     use tokio::time::timeout;
 
     use super::*;
+    use crate::retrieval::QueueReader;
 
     /// Long enough for anything a test waits for; short enough to fail fast on paused time.
     const PATIENCE: Duration = Duration::from_secs(600);
@@ -614,41 +613,13 @@ mod tests {
         Running { queue, task, cancel }
     }
 
-    impl Running {
-        /// The next item, failing the test if none comes.
-        async fn next(&mut self) -> Option<Item> {
-            timeout(PATIENCE, self.queue.recv()).await.expect("the retriever sends or closes")
-        }
-
-        /// The next batch; fails the test on anything else.
-        async fn batch(&mut self) -> FetchedBatch {
-            match self.next().await {
-                Some(Ok(Fetched::Batch(batch))) => batch,
-                other => panic!("expected a batch, got {other:?}"),
-            }
-        }
-
-        /// User records of the next batches until `n` were received.
-        async fn records(&mut self, n: usize) -> Vec<KinesisClientRecord> {
-            let mut records = Vec::new();
-            while records.len() < n {
-                records.extend(self.batch().await.records);
-            }
-            records
-        }
-
-        /// Every user record until the shard's end, and the children it reported.
-        async fn read_to_end(&mut self) -> (Vec<KinesisClientRecord>, Vec<ChildShard>) {
-            let mut records = Vec::new();
-            loop {
-                match self.next().await {
-                    Some(Ok(Fetched::Batch(batch))) => records.extend(batch.records),
-                    Some(Ok(Fetched::End { child_shards })) => return (records, child_shards),
-                    other => panic!("expected a batch or the end, got {other:?}"),
-                }
-            }
+    impl QueueReader for Running {
+        fn queue(&mut self) -> &mut mpsc::Receiver<Item> {
+            &mut self.queue
         }
     }
+
+    impl Running {}
 
     fn data(records: &[KinesisClientRecord]) -> Vec<String> {
         records.iter().map(|r| String::from_utf8(r.data.to_vec()).unwrap()).collect()
