@@ -18,7 +18,8 @@ use tracing::{debug, info};
 
 /// How long registration waits for the consumer to become `ACTIVE`. AWS documents that
 /// registration takes a few seconds and a consumer is usable once `ACTIVE`
-/// (RegisterStreamConsumer, Kinesis API reference); the KCL waits up to about two minutes.
+/// (RegisterStreamConsumer, Kinesis API reference); two minutes leaves room for a slow
+/// registration without hiding one that never completes.
 pub(crate) const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Why the fan-out consumer could not be made ready.
