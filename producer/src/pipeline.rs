@@ -559,6 +559,14 @@ impl Pipeline {
                     self.apply(entry, Verdict::Retry { error: error.clone() }, now);
                 }
             }
+            Err(error) if error.kind() == ApiErrorKind::InvalidArgument && entries.len() > 1 => {
+                // Kinesis refuses a whole request for one bad record (one over the stream's
+                // record size limit, say) and writes nothing: send each half on its own, so the
+                // bad records end up alone and rejected while the others are written.
+                debug!(%error, records = entries.len(), "PutRecords request refused; sending each half alone");
+                self.counters.retry(error.code().unwrap_or("none"), false);
+                self.bisect(entries, &error, now);
+            }
             Err(error) => {
                 debug!(%error, records = entries.len(), "PutRecords request failed");
                 let verdict = retrier::classify_error(&error, self.config.fail_if_throttled);
@@ -566,6 +574,33 @@ impl Pipeline {
                     self.apply(entry, verdict.clone(), now);
                 }
             }
+        }
+    }
+
+    /// Splits a refused request in two and puts both halves first in line, as requests of
+    /// their own. Entries of one request never share a shard's per-key order (see
+    /// `batch_keys`), so the halves may be sent in any order; their shards stay held until
+    /// they are answered.
+    fn bisect(&mut self, entries: Vec<KinesisEntry>, error: &ApiError, now: Instant) {
+        let mut alive = Vec::with_capacity(entries.len());
+        for mut entry in entries {
+            for user in &mut entry.users {
+                user.last_error = Some(error.clone());
+            }
+            if let Some(entry) = self.split_expired(entry, now) {
+                alive.push(entry);
+            }
+        }
+        let second = alive.split_off(alive.len() / 2);
+        for half in [second, alive] {
+            if half.is_empty() {
+                continue;
+            }
+            let bytes = half.iter().map(|e| e.entry.size()).sum();
+            for entry in &half {
+                self.hold(entry.predicted.as_ref());
+            }
+            self.ready.push_front(Batch { items: half, bytes });
         }
     }
 

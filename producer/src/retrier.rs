@@ -13,7 +13,11 @@
 //!   then drops: that is data loss this rule avoids.
 //! - throttling, passing faults and busy resources are retried (throttling fails at once under
 //!   `fail_if_throttled`); anything else (invalid argument, unknown stream, access denied) is
-//!   final.
+//!   final. A whole request refused as an invalid argument is the exception (Kinesis refuses
+//!   all of a PutRecords call for one record over the stream's record size limit, say, and
+//!   writes nothing): the pipeline sends each half of it on its own, halving again until the
+//!   bad records are alone and rejected, so the others are written. A record in a request of
+//!   `n` takes at most `ceil(log2(n)) + 1` attempts that way.
 //!
 //! Pure: no clock, no I/O.
 

@@ -151,8 +151,6 @@ async fn a_non_decimal_explicit_hash_key_is_refused_at_send_naming_the_form_and_
 /// A producer whose `max_record_size` was raised above the stream's maximum record size:
 /// `send` accepts the record, Kinesis refuses it.
 #[tokio::test(start_paused = true)]
-#[ignore = "known issue: Kinesis refuses the whole PutRecords request and every record in it \
-            is rejected"]
 async fn a_record_over_the_streams_limit_is_rejected_by_kinesis_and_the_rest_arrive() {
     let fake = FakeKinesis::new();
     let config = ProducerConfig { max_record_size: 2 * 1024 * 1024, ..ProducerConfig::default() };
@@ -183,6 +181,43 @@ async fn a_record_over_the_streams_limit_is_rejected_by_kinesis_and_the_rest_arr
         failed[0]
     );
     assert_eq!(stored(&fake).await, expected(0..100));
+}
+
+/// Without aggregation a request carries hundreds of plain records: the refused request is
+/// split in halves until the oversized record is alone, so it takes a handful of attempts (not
+/// one per record) and every other record is written once, its own attempts bounded the same.
+#[tokio::test(start_paused = true)]
+async fn a_record_over_the_streams_limit_among_hundreds_of_plain_records_is_isolated_by_halving() {
+    let fake = FakeKinesis::new();
+    let config = ProducerConfig {
+        max_record_size: 2 * 1024 * 1024,
+        aggregation: kinesis_producer::Aggregation::Off,
+        ..ProducerConfig::default()
+    };
+    let producer = setup(&fake, config).await;
+    let unique = |i: usize| Record::new(format!("unique-{i}"), format!("good-{i}"));
+    let mut receipts = Vec::new();
+    for i in 0..150 {
+        receipts.push(producer.send(unique(i)).await.unwrap());
+    }
+    let big = producer.send(Record::new("big", vec![7u8; 1536 * 1024])).await.unwrap();
+    for i in 150..300 {
+        receipts.push(producer.send(unique(i)).await.unwrap());
+    }
+    let error = big.await.unwrap_err();
+    assert!(matches!(error, DeliveryError::Rejected { .. }), "{error:?}");
+    assert!(chain(&error).contains("exceeds the stream's max record size"), "{}", chain(&error));
+    // 301 records in requests of at most 500 (and 5 MiB): halving isolates one in at most
+    // ceil(log2(301)) + 1 = 10 attempts.
+    assert!((2..=10).contains(&error.attempts()), "attempts {}", error.attempts());
+    for receipt in receipts {
+        let delivery = receipt.await.unwrap();
+        assert!(delivery.attempts <= 10, "attempts {}", delivery.attempts);
+    }
+    assert_eq!(stored(&fake).await, expected(0..300));
+    // Far fewer requests than one per record.
+    let requests = fake.counters().calls(Operation::PutRecords);
+    assert!(requests <= 40, "{requests} PutRecords requests");
 }
 
 #[tokio::test(start_paused = true)]
