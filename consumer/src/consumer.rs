@@ -15,7 +15,7 @@ use crate::config::{ConsumerConfig, InitialPosition, Retrieval};
 use crate::lease::{LeaseStore, LeaseStoreError, WorkerId};
 use crate::processor::{self, ProcessorFactory};
 use crate::registration::{self, RegistrationError};
-use crate::scheduler::{self, Scheduler, ShutdownReport, SyncError};
+use crate::scheduler::{self, Outcome, Scheduler, ShutdownReport, SyncError};
 use crate::shard_consumer::ShardContext;
 
 /// Why a consumer could not start.
@@ -72,6 +72,39 @@ pub enum RunError {
     /// The scheduler task panicked or was aborted.
     #[error("the consumer's scheduler task failed")]
     Scheduler(#[source] tokio::task::JoinError),
+    /// The consumer had stopped by itself before it was asked to (see [`Consumer::stopped`]):
+    /// what it consumes is gone. Its shard consumers were shut down as by a requested
+    /// shutdown; `report` says how.
+    #[error("the consumer stopped by itself")]
+    Stopped {
+        /// How each shard consumer ended.
+        report: ShutdownReport,
+        /// Why it stopped.
+        #[source]
+        cause: FatalError,
+    },
+}
+
+/// Why a consumer stopped by itself: what it consumes no longer exists, and retrying cannot
+/// bring it back. Errors that may pass or be fixed while the consumer runs (throttling,
+/// timeouts, access denied) never stop it; they are logged and retried.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FatalError {
+    /// ListShards says the stream does not exist: it was deleted while being consumed.
+    /// The checkpoints in the lease table stay as they were.
+    #[error("stream {stream} no longer exists; it was deleted while being consumed")]
+    StreamDeleted {
+        /// The stream.
+        stream: StreamName,
+        /// The service's answer.
+        #[source]
+        source: ApiError,
+    },
+    /// The lease table was deleted while in use: the leases and checkpoints are gone.
+    /// Restarting creates a new table, and reading starts again from the initial position.
+    #[error("the lease table was deleted while in use; its leases and checkpoints are gone")]
+    LeaseTableDeleted(#[source] LeaseStoreError),
 }
 
 /// Builds a [`Consumer`]; see [`Consumer::builder`].
@@ -207,7 +240,7 @@ impl ConsumerBuilder {
         let span = info_span!("consumer", application = %application, worker = %worker_id, stream = %stream);
         info!(parent: &span, "consumer started");
         let task = tokio::spawn(scheduler.run().instrument(span));
-        Ok(Consumer { worker_id, stream, stop, task: Some(task), held, deregister })
+        Ok(Consumer { worker_id, stream, stop, task: Some(task), outcome: None, held, deregister })
     }
 }
 
@@ -227,7 +260,9 @@ pub struct Consumer {
     worker_id: WorkerId,
     stream: StreamName,
     stop: CancellationToken,
-    task: Option<JoinHandle<ShutdownReport>>,
+    task: Option<JoinHandle<Outcome>>,
+    /// The scheduler's outcome once [`Consumer::stopped`] saw it end.
+    outcome: Option<Result<Outcome, tokio::task::JoinError>>,
     held: watch::Receiver<Vec<ShardId>>,
     /// The fan-out consumer to deregister at shutdown, if asked to.
     deregister: Option<(Arc<dyn KinesisApi>, ConsumerName)>,
@@ -286,18 +321,53 @@ impl Consumer {
     /// With [`ConsumerConfig::deregister_on_shutdown`] and fan-out retrieval, the stream
     /// consumer is deregistered afterwards; a failure to do so is logged, not returned, as
     /// the consumer itself stopped cleanly.
+    ///
+    /// If the consumer had stopped by itself ([`stopped`](Self::stopped)), returns
+    /// [`RunError::Stopped`] with the reason.
     pub async fn shutdown(mut self) -> Result<ShutdownReport, RunError> {
         self.stop.cancel();
-        let report = match self.task.take() {
-            Some(task) => task.await.map_err(RunError::Scheduler)?,
-            None => ShutdownReport::default(),
-        };
+        let outcome = match (self.outcome.take(), self.task.take()) {
+            (Some(outcome), _) => outcome,
+            (None, Some(task)) => task.await,
+            (None, None) => Ok(Outcome::default()),
+        }
+        .map_err(RunError::Scheduler)?;
         if let Some((api, name)) = self.deregister.take()
             && let Err(error) = registration::deregister(api.as_ref(), &self.stream, &name).await
         {
             tracing::warn!(consumer = %name, error = %error, "could not deregister the fan-out consumer");
         }
-        Ok(report)
+        match outcome.fatal {
+            None => Ok(outcome.report),
+            Some(cause) => Err(RunError::Stopped { report: outcome.report, cause }),
+        }
+    }
+
+    /// Waits until the consumer stops by itself, which it does only when what it consumes is
+    /// gone ([`FatalError`]: the stream or the lease table was deleted); then
+    /// [`shutdown`](Self::shutdown) returns the reason. Never completes while the consumer
+    /// runs. Cancel-safe, so it fits a `select!` beside the application's own stop signal:
+    ///
+    /// ```no_run
+    /// # async fn example(
+    /// #     mut consumer: kinesis_consumer::Consumer,
+    /// #     stop_signal: tokio::sync::oneshot::Receiver<()>,
+    /// # ) -> Result<(), kinesis_consumer::RunError> {
+    /// tokio::select! {
+    ///     _ = stop_signal => {}
+    ///     () = consumer.stopped() => {}
+    /// }
+    /// let report = consumer.shutdown().await?; // the reason, if it stopped by itself
+    /// # let _ = report; Ok(()) }
+    /// ```
+    pub async fn stopped(&mut self) {
+        if self.outcome.is_some() {
+            return;
+        }
+        let Some(task) = self.task.as_mut() else { return };
+        let outcome = task.await;
+        self.task = None;
+        self.outcome = Some(outcome);
     }
 
     /// Stops at once, as if the process died: no processor is called, no lease is released

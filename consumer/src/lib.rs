@@ -87,7 +87,7 @@ pub mod testing;
 
 pub use checkpoint::{CheckpointError, Checkpointer};
 pub use config::{ConsumerConfig, InitialPosition, PollingSettings, Retrieval};
-pub use consumer::{Consumer, ConsumerBuilder, RunError, StartError};
+pub use consumer::{Consumer, ConsumerBuilder, FatalError, RunError, StartError};
 pub use dedup::{Deduplicator, RecordKey};
 pub use kinesis_common::aggregation::KinesisClientRecord;
 pub use lease::{

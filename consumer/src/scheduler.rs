@@ -15,20 +15,25 @@
 //!   so workers syncing at once create each lease exactly once.
 //! - Shutdown asks every shard consumer to finish (the processor's `shutdown_requested`,
 //!   then the lease is released) and waits at most the shutdown timeout.
+//! - The scheduler stops by itself only when what it consumes is gone: the shard sync's
+//!   ListShards says the stream does not exist, or the lease table does not exist any more
+//!   ([`FatalError`]). Everything else (throttling, access denied, passing faults) is retried
+//!   at the next cycle, so a fixed IAM policy takes effect without a restart.
 
 use std::collections::HashMap;
 
-use kinesis_common::ShardId;
+use kinesis_common::{ApiErrorKind, ShardId};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::consumer::FatalError;
 use crate::keeper::{self, KeeperConfig};
-use crate::lease::{Lease, LeaseWriteError, WorkerId};
+use crate::lease::{Lease, LeaseStoreError, LeaseWriteError, WorkerId};
 use crate::metrics;
-use crate::shard_consumer::{self, ShardContext, ShardNotice, ShardReport};
+use crate::shard_consumer::{self, ShardContext, ShardNotice, ShardReport, error_chain};
 use crate::shard_sync;
 use crate::taker::{self, LeaseObservations, TakeKind};
 use kinesis_common::ExtendedSequenceNumber;
@@ -42,6 +47,14 @@ pub struct ShutdownReport {
     /// Shards whose processors did not finish within the shutdown timeout; they were
     /// stopped, and their leases expire for other workers.
     pub timed_out: Vec<ShardId>,
+}
+
+/// How the scheduler task ended.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    pub(crate) report: ShutdownReport,
+    /// Why it stopped by itself; `None` after a requested shutdown.
+    pub(crate) fatal: Option<FatalError>,
 }
 
 struct Running {
@@ -59,6 +72,8 @@ pub(crate) struct Scheduler {
     notices: mpsc::UnboundedReceiver<ShardNotice>,
     held: watch::Sender<Vec<ShardId>>,
     stop: CancellationToken,
+    /// Set when what this worker consumes is gone; the loop then stops.
+    fatal: Option<FatalError>,
 }
 
 impl Scheduler {
@@ -79,11 +94,12 @@ impl Scheduler {
             notices,
             held,
             stop,
+            fatal: None,
         }
     }
 
     /// Runs until `stop` is cancelled, then shuts every shard consumer down.
-    pub(crate) async fn run(mut self) -> ShutdownReport {
+    pub(crate) async fn run(mut self) -> Outcome {
         let config = self.context.config.clone();
         let now = Instant::now();
         let mut taker = tokio::time::interval(config.taker_interval);
@@ -113,10 +129,18 @@ impl Scheduler {
                         }
                         self.take_leases().await;
                     }
+                    // Reading a shard was answered "not found": a shard sync tells whether
+                    // the stream itself is gone.
+                    ShardNotice::NotFound => self.sync_shards().await,
                 },
             }
+            if let Some(fatal) = &self.fatal {
+                error!(error = %fatal, source = %error_chain(fatal), "the consumer stops: what it consumes is gone");
+                break;
+            }
         }
-        self.shut_down().await
+        let fatal = self.fatal.take();
+        Outcome { report: self.shut_down().await, fatal }
     }
 
     fn finished(
@@ -157,6 +181,10 @@ impl Scheduler {
     async fn take_leases(&mut self) {
         let scan = match self.context.store.list().await {
             Ok(scan) => scan,
+            Err(error @ LeaseStoreError::TableNotFound { .. }) => {
+                self.fatal = Some(FatalError::LeaseTableDeleted(error));
+                return;
+            }
             Err(error) => {
                 warn!(error = %error, "could not scan the lease table; retrying at the next cycle");
                 return;
@@ -248,8 +276,18 @@ impl Scheduler {
 
     /// Lists the shards and creates leases for shards that have none.
     pub(crate) async fn sync_shards(&mut self) {
-        if let Err(error) = sync_shards(&self.context).await {
-            warn!(error = %error, "shard sync failed; retrying at the next cycle");
+        match sync_shards(&self.context).await {
+            Ok(_) => {}
+            Err(SyncError::Kinesis(source)) if source.kind() == ApiErrorKind::NotFound => {
+                let stream = self.context.stream.clone();
+                self.fatal = Some(FatalError::StreamDeleted { stream, source });
+            }
+            Err(SyncError::Store(error @ LeaseStoreError::TableNotFound { .. })) => {
+                self.fatal = Some(FatalError::LeaseTableDeleted(error));
+            }
+            Err(error) => {
+                warn!(error = %error, source = %error_chain(&error), "shard sync failed; retrying at the next cycle");
+            }
         }
     }
 

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kinesis_common::backoff::Backoff;
-use kinesis_common::{ChildShard, ExtendedSequenceNumber, KinesisApi, ShardId, StreamName};
+use kinesis_common::{
+    ApiErrorKind, ChildShard, ExtendedSequenceNumber, KinesisApi, ShardId, StreamName,
+};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::sync::mpsc;
@@ -48,6 +50,8 @@ pub(crate) enum ShardNotice {
         /// Whether the children's leases were created from the shard's `ChildShards`.
         children_known: bool,
     },
+    /// Reading a shard was answered "not found": the stream may have been deleted.
+    NotFound,
 }
 
 /// How one shard consumer ended.
@@ -365,6 +369,10 @@ impl ShardConsumer {
             }
             Some(Err(error)) => {
                 error!(error = %error, source = ?std::error::Error::source(&error), "retrieval failed");
+                let RetrievalError::Api { source, .. } = &error;
+                if source.kind() == ApiErrorKind::NotFound {
+                    let _ = self.context.notices.send(ShardNotice::NotFound);
+                }
                 self.error = Some(format!("{error}: {}", error_chain(&error)));
                 Event::Failed
             }
@@ -517,7 +525,8 @@ async fn pending_parent(
     Ok(None)
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// The sources of `error`, joined with `": "` (without `error` itself).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut parts = Vec::new();
     let mut source = error.source();
     while let Some(inner) = source {

@@ -30,11 +30,11 @@ use kinesis_common::{
 };
 use kinesis_consumer::lease::contract::RawTable;
 use kinesis_consumer::lease::item::{self, RawItem, RawValue};
-use kinesis_consumer::lease::{InMemoryLeaseStore, InvalidItem};
+use kinesis_consumer::lease::{Fault, InMemoryLeaseStore, InvalidItem};
 use kinesis_consumer::testing::{CheckpointPolicy, Recorder, RecordingProcessor};
 use kinesis_consumer::{
-    Consumer, ConsumerConfig, DynamoLeaseStore, InitialPosition, LeaseStore, LeaseStoreError,
-    PollingSettings, Retrieval, StartError, WorkerId,
+    Consumer, ConsumerConfig, DynamoLeaseStore, FatalError, InitialPosition, LeaseStore,
+    LeaseStoreError, PollingSettings, Retrieval, RunError, ShutdownReport, StartError, WorkerId,
 };
 use tokio::time::Instant;
 
@@ -493,15 +493,18 @@ async fn access_denied_to_get_records_is_logged_naming_the_shard_and_the_shard_i
 /// The stream is deleted while the consumer reads it. AWS (and kinesis-mock) answer
 /// `ResourceInUseException` while the stream is `DELETING` and `ResourceNotFoundException`
 /// once it is gone; the fake deletes at once, so the `DELETING` window is injected with
-/// kinesis-mock's own answer.
+/// kinesis-mock's own answer. The first "not found" while reading makes the scheduler list the
+/// shards, which confirms it: the consumer stops by itself, its checkpoints stay, and
+/// `shutdown` says why.
 #[tokio::test(start_paused = true)]
-async fn a_stream_deleted_while_read_is_logged_naming_the_stream_and_its_checkpoints_stay() {
+async fn a_stream_deleted_while_read_stops_the_consumer_naming_the_stream_and_its_checkpoints_stay()
+{
     let log = Log::default();
     let _log = log.capture();
     let world = world(2);
     world.put("r", 10, 100).await;
     let recorder = Recorder::new();
-    let consumer = world.start(&recorder).await.unwrap();
+    let mut consumer = world.start(&recorder).await.unwrap();
     wait_until("every record", Duration::from_secs(60), || recorder.record_count() >= 100).await;
     let mut last = BTreeMap::new();
     for (shard, _) in world.stored().await {
@@ -530,8 +533,12 @@ async fn a_stream_deleted_while_read_is_logged_naming_the_stream_and_its_checkpo
         ),
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(futures_now(consumer.stopped()).is_none(), "a stream being deleted is retried");
     world.kinesis.delete_stream(&world.stream).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    // Within one idle wait and one shard sync, not the shard sync interval.
+    tokio::time::timeout(Duration::from_secs(10), consumer.stopped())
+        .await
+        .expect("the consumer stops by itself once the stream is gone");
 
     let errors = log.matching(&["ERROR retrieval failed", "ResourceNotFoundException"]);
     assert!(!errors.is_empty(), "{:#?}", log.lines());
@@ -539,8 +546,82 @@ async fn a_stream_deleted_while_read_is_logged_naming_the_stream_and_its_checkpo
     assert!(errors[0].contains("error=reading shard shardId-00000000000"), "{}", errors[0]);
     assert_eq!(recorder.record_count(), 100, "nothing read twice");
     assert_eq!(world.checkpoints().await, last, "the checkpoints written stay");
-    let report = consumer.shutdown().await.unwrap();
+    let error = consumer.shutdown().await.unwrap_err();
+    assert_eq!(
+        chain(&error),
+        "the consumer stopped by itself: stream bad-input no longer exists; it was deleted while \
+         being consumed: not found (ResourceNotFoundException): Stream bad-input under account \
+         000000000000 not found."
+    );
+    let RunError::Stopped { report, cause } = error else { panic!("{error:?}") };
+    assert!(matches!(cause, FatalError::StreamDeleted { .. }));
     assert!(report.timed_out.is_empty());
+    assert!(held_none(&report), "every shard consumer was shut down: {report:?}");
+}
+
+/// Whether every shard consumer in the report ended (none was left running).
+fn held_none(report: &ShutdownReport) -> bool {
+    report.shards.iter().all(|s| s.reason.is_some() || s.error.is_some())
+}
+
+/// The lease table is deleted while the consumer runs: its leases and checkpoints are gone,
+/// so the consumer stops by itself at its next lease-table scan, and says so.
+#[tokio::test(start_paused = true)]
+async fn a_lease_table_deleted_while_in_use_stops_the_consumer_and_says_the_checkpoints_are_gone()
+{
+    let world = world(2);
+    world.put("r", 10, 100).await;
+    let recorder = Recorder::new();
+    let mut consumer = world.start(&recorder).await.unwrap();
+    wait_until("every record", Duration::from_secs(60), || recorder.record_count() >= 100).await;
+    world.store.delete_table();
+    // The taker scans every 5 s in this test's configuration.
+    tokio::time::timeout(Duration::from_secs(10), consumer.stopped())
+        .await
+        .expect("the consumer stops by itself once the lease table is gone");
+    let error = consumer.shutdown().await.unwrap_err();
+    assert_eq!(
+        chain(&error),
+        "the consumer stopped by itself: the lease table was deleted while in use; its leases \
+         and checkpoints are gone: lease table \"in-memory\" does not exist"
+    );
+    assert!(matches!(error, RunError::Stopped { cause: FatalError::LeaseTableDeleted(_), .. }));
+}
+
+/// Throttling, access denied and passing faults on every call never stop the consumer: it
+/// keeps retrying, and reads everything once they pass.
+#[tokio::test(start_paused = true)]
+async fn errors_that_may_pass_never_stop_the_consumer() {
+    let world = world(2);
+    world.put("r", 10, 100).await;
+    let stored = world.stored().await;
+    let message = access_denied("kinesis", "ListShards", STREAM_ARN);
+    let recorder = Recorder::new();
+    let mut consumer = world.start(&recorder).await.unwrap();
+    let listed = world.kinesis.counters().calls(Operation::ListShards);
+    world.kinesis.faults().fail_next_calls(
+        Operation::ListShards,
+        3,
+        ApiError::from_code("AccessDeniedException", message),
+    );
+    world.kinesis.faults().fail_next_calls(
+        Operation::GetRecords,
+        20,
+        ApiError::from_code("ProvisionedThroughputExceededException", "slow down"),
+    );
+    for _ in 0..20 {
+        world.store.inject(kinesis_consumer::lease::Operation::Scan, Fault::Transient);
+    }
+    // The shard sync and the cleanup list the shards once a minute each: all 3 denied calls
+    // happen within three minutes.
+    let stopped = tokio::time::timeout(Duration::from_secs(180), consumer.stopped()).await;
+    assert!(stopped.is_err(), "the consumer stopped by itself");
+    let calls = world.kinesis.counters().calls(Operation::ListShards);
+    assert!(calls >= listed + 3, "{listed} then {calls}");
+    assert!(world.store.calls(kinesis_consumer::lease::Operation::Scan) >= 20);
+    wait_until("every record", Duration::from_secs(120), || recorder.record_count() >= 100).await;
+    assert_eq!(delivered(&recorder), stored);
+    consumer.shutdown().await.unwrap();
 }
 
 /// Polls a future once: `Some` if it is ready. The in-memory store never waits.

@@ -114,6 +114,14 @@ impl InMemoryLeaseStore {
         self.lock().faults.entry(operation).or_default().push_back(fault);
     }
 
+    /// Deletes the table and every item in it, as `DeleteTable` would: later calls answer
+    /// [`LeaseStoreError::TableNotFound`] until the table is created again.
+    pub fn delete_table(&self) {
+        let mut state = self.lock();
+        state.table_exists = false;
+        state.items.clear();
+    }
+
     /// How many calls of `operation` were made (including failed ones).
     pub fn calls(&self, operation: Operation) -> u64 {
         self.lock().calls.get(&operation).copied().unwrap_or(0)
