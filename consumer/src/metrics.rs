@@ -13,6 +13,7 @@
 //! | `kinesis_consumer_redelivered_records_total` | counter | shard | Kinesis records an endpoint handed out again, dropped |
 //! | `kinesis_consumer_checkpoints_total` | counter | shard | checkpoint writes |
 //! | `kinesis_consumer_leases_held` | gauge | | leases this worker holds |
+//! | `kinesis_consumer_invalid_lease_items` | gauge | | lease table items with missing or mistyped attributes, ignored (at the last scan) |
 //! | `kinesis_consumer_leases_taken_total` | counter | kind | leases taken (`unowned`, `expired`, `very_old`, `steal`, `own`) |
 //! | `kinesis_consumer_leases_lost_total` | counter | shard | leases lost to another worker or to failed renewals |
 //! | `kinesis_consumer_lease_renewal_failures_total` | counter | shard | renewals that failed with a table error |
@@ -65,6 +66,10 @@ pub(crate) fn decoding(shard: &ShardId, corrupt: usize, filtered_out: usize, red
 pub(crate) fn checkpoint_written(shard: &ShardId) {
     metrics::counter!("kinesis_consumer_checkpoints_total", "shard" => shard_label(shard))
         .increment(1);
+}
+
+pub(crate) fn invalid_lease_items(count: usize) {
+    metrics::gauge!("kinesis_consumer_invalid_lease_items").set(count as f64);
 }
 
 pub(crate) fn leases_held(count: usize) {

@@ -190,6 +190,7 @@ impl Scheduler {
                 return;
             }
         };
+        metrics::invalid_lease_items(scan.invalid.len());
         for invalid in &scan.invalid {
             warn!(item = %invalid.key, attribute = invalid.attribute, problem = %invalid.problem, "lease item is not valid; ignored");
         }

@@ -200,7 +200,8 @@ impl tracing::Subscriber for Log {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
-/// Counters reported through the `metrics` facade, by name and labels, for this thread only.
+/// Counters (and gauges, as whole numbers) reported through the `metrics` facade, by name and
+/// labels, for this thread only.
 #[derive(Clone, Default)]
 struct Counters(Arc<Mutex<HashMap<String, Arc<Count>>>>);
 
@@ -216,10 +217,38 @@ impl metrics::CounterFn for Count {
     }
 }
 
+impl metrics::GaugeFn for Count {
+    fn increment(&self, value: f64) {
+        *self.0.lock().unwrap() += value as u64;
+    }
+    fn decrement(&self, value: f64) {
+        *self.0.lock().unwrap() -= value as u64;
+    }
+    fn set(&self, value: f64) {
+        *self.0.lock().unwrap() = value as u64;
+    }
+}
+
 impl Counters {
     fn get(&self, name: &str, shard: &ShardId) -> u64 {
-        let key = format!("{name}{{shard={shard}}}");
-        self.0.lock().unwrap().get(&key).map_or(0, |c| *c.0.lock().unwrap())
+        self.value(&format!("{name}{{shard={shard}}}"))
+    }
+
+    /// A series without labels; `None` if it was never reported.
+    fn unlabelled(&self, name: &str) -> Option<u64> {
+        let key = format!("{name}{{}}");
+        self.0.lock().unwrap().get(&key).map(|c| *c.0.lock().unwrap())
+    }
+
+    fn value(&self, key: &str) -> u64 {
+        self.0.lock().unwrap().get(key).map_or(0, |c| *c.0.lock().unwrap())
+    }
+
+    fn series(&self, key: &metrics::Key) -> Arc<Count> {
+        let labels: Vec<String> =
+            key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+        let name = format!("{}{{{}}}", key.name(), labels.join(","));
+        self.0.lock().unwrap().entry(name).or_default().clone()
     }
 }
 
@@ -246,14 +275,10 @@ impl metrics::Recorder for Counters {
     ) {
     }
     fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        let labels: Vec<String> =
-            key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
-        let name = format!("{}{{{}}}", key.name(), labels.join(","));
-        let count = self.0.lock().unwrap().entry(name).or_default().clone();
-        metrics::Counter::from_arc(count)
+        metrics::Counter::from_arc(self.series(key))
     }
-    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        metrics::Gauge::noop()
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::from_arc(self.series(key))
     }
     fn register_histogram(
         &self,
@@ -344,6 +369,8 @@ fn lease_item(key: &ShardId, counter: &str, checkpoint: &str) -> RawItem {
 async fn bad_lease_items_are_reported_by_item_and_attribute_and_the_other_shards_are_processed() {
     let log = Log::default();
     let _log = log.capture();
+    let counters = Counters::default();
+    let _metrics = metrics::set_default_local_recorder(&counters);
     let world = world(4);
     world.put("r", 40, 400).await;
     // Shard 1: a mistyped counter; shard 2: no checkpoint; shard 3: a checkpoint that is not a
@@ -401,6 +428,8 @@ async fn bad_lease_items_are_reported_by_item_and_attribute_and_the_other_shards
         ]);
         assert!(warned.len() >= 3, "{:#?}", log.lines());
     }
+    // ... and a gauge to alert on.
+    assert_eq!(counters.unlabelled("kinesis_consumer_invalid_lease_items"), Some(3));
 
     // The operator fixes shard 3's checkpoint: the consumer takes the lease at the next cycle
     // and reads the shard.
@@ -408,6 +437,7 @@ async fn bad_lease_items_are_reported_by_item_and_attribute_and_the_other_shards
     let expected = good + stored[&shard(3)].len();
     wait_until("shard 3", Duration::from_secs(30), || recorder.record_count() >= expected).await;
     assert_eq!(delivered(&recorder)[&shard(3)], stored[&shard(3)]);
+    assert_eq!(counters.unlabelled("kinesis_consumer_invalid_lease_items"), Some(2));
     consumer.shutdown().await.unwrap();
 }
 
