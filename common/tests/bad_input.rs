@@ -192,24 +192,62 @@ mod missing_credentials {
         let stream = StreamName::new("orders").unwrap();
         let error = kinesis.list_shards(&stream).await.unwrap_err();
         let text = chain(&error);
-        // What the caller sees today: the operation, then the SDK's reason at the end.
-        assert!(text.starts_with("transient failure: ListShards could not be sent"), "{text}");
+        assert!(
+            text.starts_with(
+                "access denied: ListShards could not be signed: no usable AWS credentials (set \
+                 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, or a role, or give the \
+                 SdkConfig a credentials provider)"
+            ),
+            "{text}"
+        );
+        // The SDK's own reason stays in the chain.
         assert!(text.contains("no identity resolver"), "{text}");
-        assert!(text.contains("Be sure to set an identity, such as credentials"), "{text}");
         assert_eq!(error.code(), None);
     }
 
-    /// Missing credentials are classified as a passing fault today, so the producer retries
-    /// its records until their TTL and the consumer's retrieval retries for ever. See the
-    /// bad-input audit report: the fix is to recognise the SDK's identity errors in
-    /// `api_error` (a `CredentialsError` or "no identity resolver" in the dispatch
-    /// failure's source chain) and classify them as `AccessDenied`.
+    /// Missing credentials are not a passing fault: the producer fails the records at once
+    /// instead of retrying them until their TTL, and the consumer does not retry for ever.
     #[tokio::test]
-    #[ignore = "known issue: missing credentials are classified as Transient (retryable)"]
     async fn a_call_without_credentials_is_access_denied_not_transient() {
         let kinesis = kinesis_without_credentials();
         let error = kinesis.list_shards(&StreamName::new("orders").unwrap()).await.unwrap_err();
         assert_eq!(error.kind(), ApiErrorKind::AccessDenied, "{}", chain(&error));
         assert!(!error.is_retryable());
+    }
+
+    /// A credentials provider that finds none (as the default chain on a machine without any):
+    /// access denied too, with the provider's reason in the chain.
+    #[tokio::test]
+    async fn a_provider_that_finds_no_credentials_is_access_denied_naming_its_reason() {
+        #[derive(Debug)]
+        struct Nowhere;
+        impl aws_credential_types::provider::ProvideCredentials for Nowhere {
+            fn provide_credentials<'a>(
+                &'a self,
+            ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+            where
+                Self: 'a,
+            {
+                aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+                    aws_credential_types::provider::error::CredentialsError::not_loaded(
+                        "no credentials in the environment, profile or instance metadata",
+                    ),
+                ))
+            }
+        }
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:1")
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(Nowhere),
+            )
+            .build();
+        let kinesis = SdkKinesis::new(&config);
+        let error = kinesis.list_shards(&StreamName::new("orders").unwrap()).await.unwrap_err();
+        let text = chain(&error);
+        assert_eq!(error.kind(), ApiErrorKind::AccessDenied, "{text}");
+        assert!(text.contains("no usable AWS credentials"), "{text}");
+        assert!(text.contains("no credentials in the environment"), "{text}");
     }
 }

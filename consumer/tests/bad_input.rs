@@ -747,14 +747,18 @@ async fn a_lease_table_without_credentials_fails_start_before_sending_and_says_w
     let world = world(1);
     let error = world.start_with(world.kinesis.clone(), store, &Recorder::new()).await.unwrap_err();
     let text = chain(&error);
-    // What the caller sees today. The classification is wrong (see the audit report): a
-    // missing credential is not a passing fault, `is_retryable()` should be false.
+    // Not a passing fault: retrying cannot help.
     assert!(
         text.starts_with(
-            "the lease table is not usable: DescribeTable on the lease table failed transiently"
+            "the lease table is not usable: DescribeTable on the lease table was denied: no \
+             usable AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a \
+             profile, or a role, or give the SdkConfig a credentials provider)"
         ),
         "{text}"
     );
+    let StartError::LeaseTable(source) = &error else { panic!("{error:?}") };
+    assert!(matches!(source, LeaseStoreError::AccessDenied { .. }), "{source:?}");
+    assert!(!source.is_retryable());
     assert!(text.contains("no identity resolver"), "{text}");
     assert!(text.contains("Be sure to set an identity, such as credentials"), "{text}");
 }

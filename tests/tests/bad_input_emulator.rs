@@ -219,8 +219,10 @@ async fn clients_without_credentials_fail_at_start_before_sending_and_say_why() 
     let text = chain(&error);
     assert!(
         text.starts_with(&format!(
-            "listing the shards of stream {stream} failed: transient failure: ListShards could \
-             not be sent"
+            "listing the shards of stream {stream} failed: access denied: ListShards could not \
+             be signed: no usable AWS credentials (set AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY, a profile, or a role, or give the SdkConfig a credentials \
+             provider)"
         )),
         "{text}"
     );
@@ -235,13 +237,14 @@ async fn clients_without_credentials_fail_at_start_before_sending_and_say_why() 
         .await
         .unwrap_err();
     assert!(
-        matches!(error, StartError::LeaseTable(LeaseStoreError::Transient { .. })),
+        matches!(error, StartError::LeaseTable(LeaseStoreError::AccessDenied { .. })),
         "{error:?}"
     );
     let text = chain(&error);
     assert!(
         text.starts_with(
-            "the lease table is not usable: DescribeTable on the lease table failed transiently"
+            "the lease table is not usable: DescribeTable on the lease table was denied: no \
+             usable AWS credentials"
         ),
         "{text}"
     );

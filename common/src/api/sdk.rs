@@ -135,6 +135,15 @@ where
             (kind, code, message)
         }
         SdkError::TimeoutError(_) => (ApiErrorKind::Transient, None, format!("{op} timed out")),
+        SdkError::DispatchFailure(_) if is_credentials_error(&err) => (
+            ApiErrorKind::AccessDenied,
+            None,
+            format!(
+                "{op} could not be signed: no usable AWS credentials (set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY, a profile, or a role, or give the SdkConfig a \
+                 credentials provider)"
+            ),
+        ),
         SdkError::DispatchFailure(failure) => {
             let kind =
                 if failure.is_user() { ApiErrorKind::Other } else { ApiErrorKind::Transient };
@@ -153,6 +162,26 @@ where
         error = error.with_code(code);
     }
     error
+}
+
+/// Whether an SDK failure (or any error in its source chain) comes from missing or unusable
+/// credentials: no credentials provider at all (the SDK finds "no identity resolver" for
+/// SigV4), or a provider that could not load any (`CredentialsError`). Retrying cannot fix
+/// either, so callers classify them as access denied. Public so the DynamoDB lease store
+/// classifies its SDK failures the same way.
+pub fn is_credentials_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(current) = next {
+        if current
+            .downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+            .is_some()
+            || current.to_string().contains("no identity resolver")
+        {
+            return true;
+        }
+        next = current.source();
+    }
+    false
 }
 
 /// Classifies a failure of an open SubscribeToShard event stream. The SDK leaves the code out

@@ -459,12 +459,23 @@ where
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
             LeaseStoreError::Transient { operation, source: err.into() }
         }
+        SdkError::DispatchFailure(_) if kinesis_common::api::sdk::is_credentials_error(&err) => {
+            LeaseStoreError::AccessDenied { operation, source: Box::new(NoCredentials(err.into())) }
+        }
         SdkError::DispatchFailure(failure) if !failure.is_user() => {
             LeaseStoreError::Transient { operation, source: err.into() }
         }
         _ => LeaseStoreError::Other { operation, source: err.into() },
     }
 }
+
+/// A call that could not be signed for want of credentials; the SDK's reason is the source.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no usable AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, or a \
+     role, or give the SdkConfig a credentials provider)"
+)]
+struct NoCredentials(#[source] Box<dyn std::error::Error + Send + Sync>);
 
 fn from_sdk_value(value: AttributeValue) -> RawValue {
     match value {
