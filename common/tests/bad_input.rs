@@ -239,9 +239,9 @@ mod missing_credentials {
             .behavior_version(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url("http://127.0.0.1:1")
-            .credentials_provider(
-                aws_credential_types::provider::SharedCredentialsProvider::new(Nowhere),
-            )
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
+                Nowhere,
+            ))
             .build();
         let kinesis = SdkKinesis::new(&config);
         let error = kinesis.list_shards(&StreamName::new("orders").unwrap()).await.unwrap_err();
