@@ -26,13 +26,14 @@ use kinesis_consumer::{
     ConsumerConfig, DynamoLeaseStore, InitialPosition, LeaseStore, PollingSettings, Retrieval,
     WorkerId,
 };
-use kinesis_examples::load::report::{self, common_expectation};
+use kinesis_examples::load::plot::{self, PlotFile};
+use kinesis_examples::load::report::{self, OutputFile, SeriesReport, common_expectation};
 use kinesis_examples::load::reshard::create_stream_if_missing;
 use kinesis_examples::load::workload::parse_duration;
 use kinesis_examples::load::{
     ConsumeOptions, ConsumeReport, Expectation, Filler, IdSet, KeyChooser, ProduceOptions,
-    ProduceReport, ProgressSink, Rate, ReshardAction, RunId, Schedule, Scope, SizeSpec, Tally,
-    VerifyReport, judge,
+    ProduceReport, ProgressSink, Rate, ReshardAction, RunId, Schedule, Scope, Series, SizeSpec,
+    Tally, VerifyReport, judge,
 };
 use kinesis_producer::{Aggregation, Compression, ProducerConfig, RecordOrder};
 
@@ -40,7 +41,8 @@ use kinesis_producer::{Aggregation, Compression, ProducerConfig, RecordOrder};
 const EXAMPLES: &str = "\
 Examples:
   kinesis-load produce --stream s --create 4 --rate 2000 --size uniform:100..1KiB \\
-      --keys 500 --hot-key-share 0.2 --duration 60s --report-json produced.json
+      --keys 500 --hot-key-share 0.2 --duration 60s --report-json produced.json \\
+      --plot produced.png --series-json produced-series.json
   kinesis-load reshard --stream s --action split --every 30s --times 3   # while produce runs
   kinesis-load consume --stream s --application app --produce-report produced.json
 
@@ -182,6 +184,20 @@ struct ProduceArgs {
     /// Most PutRecords requests in flight.
     #[arg(long, default_value_t = 24)]
     max_in_flight: usize,
+    /// Draw the run as a PNG (1280x1000): user records sent and delivered per second with
+    /// the payload MiB/s; the send-to-delivery latency (p50, p99, max) of the records
+    /// delivered in each second; the producer's retries, throttled retries and failed records
+    /// per second; titled with the run's parameters and totals. A delivery counts in the
+    /// second it completed. The file is created before the run starts, so a path that cannot
+    /// be written fails at once.
+    #[arg(long, value_name = "FILE.png")]
+    plot: Option<PathBuf>,
+    /// Write the same per-second series as JSON: the run's description, `interval_secs`, and
+    /// one point per second with `start` and `length` (seconds since the run started),
+    /// `sent`, `delivered`, `bytes`, `failed`, `latency` (percentiles in seconds), `retries`
+    /// and `throttled` (counts in that second). Created before the run starts, like --plot.
+    #[arg(long, value_name = "FILE")]
+    series_json: Option<PathBuf>,
     #[command(flatten)]
     output: Output,
 }
@@ -411,6 +427,10 @@ fn emit<T: serde::Serialize>(
 
 async fn produce(args: ProduceArgs) -> anyhow::Result<bool> {
     let stream = StreamName::new(args.stream.clone())?;
+    // Output files are created now, so that an unwritable path fails before the run.
+    let plot_file = args.plot.as_deref().map(PlotFile::create).transpose()?;
+    let series_file =
+        args.series_json.as_deref().map(|p| OutputFile::create(p, "--series-json")).transpose()?;
     let kinesis = kinesis_examples::kinesis().await;
     if let Some(shards) = args.create
         && create_stream_if_missing(kinesis.as_ref(), &stream, shards).await?
@@ -476,10 +496,35 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<bool> {
             (None, None) => "Ctrl-C".to_owned(),
         }
     );
-    let report: ProduceReport =
-        kinesis_examples::load::produce(kinesis, options, args.output.sink(), ctrl_c()).await?;
+    let (report, series): (ProduceReport, Series) = kinesis_examples::load::produce_with_series(
+        kinesis,
+        options.clone(),
+        args.output.sink(),
+        ctrl_c(),
+    )
+    .await?;
     let text = report.render();
-    emit(&args.output, &report, text, report.failed == 0)
+    let ok = emit(&args.output, &report, text, report.failed == 0)?;
+    if plot_file.is_some() || series_file.is_some() {
+        let labels = plot::describe_run(&options, args.hot_key_share, &report);
+        if let Some(file) = series_file {
+            let path = file.path().display().to_string();
+            let description = std::iter::once(labels.title.clone()).chain(labels.lines.clone());
+            file.write_json(&SeriesReport {
+                stream: report.stream.clone(),
+                run_id: report.run_id,
+                description: description.collect(),
+                series: series.clone(),
+            })?;
+            eprintln!("series written to {path}");
+        }
+        if let Some(file) = plot_file {
+            let path = file.path().display().to_string();
+            file.write(&series, &labels)?;
+            eprintln!("plot written to {path}");
+        }
+    }
+    Ok(ok)
 }
 
 /// The expectation from --produce-report, or --run-id with --expect.

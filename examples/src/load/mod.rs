@@ -4,10 +4,10 @@
 //! reports of workers that shared the shards, and `reshard` splits, merges or rescales the
 //! stream while load runs.
 //!
-//! The pure parts (payload codec, id sets, latency histograms, the verifier and its merge,
-//! pacing, key and size choice, resharding plans) are plain functions and types with unit
-//! and property tests; [`produce()`], [`consume()`] and [`reshard()`] are thin async
-//! drivers over the producer and consumer.
+//! The pure parts (payload codec, id sets, latency histograms, per-second series, the
+//! verifier and its merge, pacing, key and size choice, resharding plans) are plain functions
+//! and types with unit and property tests; [`produce()`], [`consume()`] and [`reshard()`] are
+//! thin async drivers over the producer and consumer, and [`plot`] draws a produce run.
 //!
 //! # Payload format (version 1)
 //!
@@ -41,10 +41,12 @@ pub mod consume;
 pub mod histogram;
 pub mod ids;
 pub mod payload;
+pub mod plot;
 pub mod produce;
 pub mod report;
 pub mod reshard;
 pub mod retry_codes;
+pub mod series;
 pub mod verify;
 pub mod workload;
 
@@ -56,9 +58,10 @@ pub use consume::{ConsumeOptions, consume};
 pub use histogram::{LatencyHistogram, Percentiles};
 pub use ids::IdSet;
 pub use payload::{Filler, Foreign, Header, RunId};
-pub use produce::{ProduceOptions, produce};
+pub use produce::{ProduceOptions, produce, produce_with_series};
 pub use report::{ConsumeReport, ProduceReport, StopReason, VerifyReport};
 pub use reshard::{ReshardAction, ReshardEvent, Schedule, reshard};
+pub use series::{Series, SeriesRecorder};
 pub use verify::{Expectation, Scope, Tally, Verdict, Verifier, judge};
 pub use workload::{KeyChooser, Pacer, Rate, SizeSpec};
 

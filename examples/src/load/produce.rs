@@ -1,19 +1,20 @@
 //! `produce`: sends numbered payloads through the producer at a target rate and reports what
 //! became of them.
 //!
-//! Three tasks: the sender (this function: pacing, key and size choice, `send`), the
-//! collector (awaits every receipt in send order, tallies outcomes and latencies), and the
-//! progress printer (once a second, if asked). Records are sent from one task, so each key's
-//! sequence numbers are in send order, which is the order the producer keeps per key
-//! ([`RecordOrder::PerKey`](kinesis_producer::RecordOrder)).
+//! Four tasks: the sender (this function: pacing, key and size choice, `send`), the
+//! collector (awaits every receipt in send order, tallies outcomes and latencies, and buckets
+//! them per second into a [`Series`]), the sampler of the producer's retry counters (once a
+//! second, for the series), and the progress printer (once a second, if asked). Records are
+//! sent from one task, so each key's sequence numbers are in send order, which is the order
+//! the producer keeps per key ([`RecordOrder::PerKey`](kinesis_producer::RecordOrder)).
 //!
 //! Invariant: every id in `0..records` of the report ends up exactly once in `delivered` or
 //! in `failed_ids`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use kinesis_common::{ApiError, KinesisApi, StreamName};
@@ -28,6 +29,7 @@ use super::ids::IdSet;
 use super::payload::{self, Filler, Header, RunId};
 use super::report::{ProduceReport, StopReason};
 use super::retry_codes::RetryCodes;
+use super::series::{CounterSample, INTERVAL, Series, SeriesRecorder};
 use super::workload::{KeyChooser, Pacer, Rate, SizeSpec};
 use super::{ProgressSink, spawn_stop_flag};
 
@@ -69,10 +71,11 @@ struct Live {
     failed: AtomicU64,
 }
 
-/// One record's outcome, as the collector receives it.
+/// One record's outcome, as the collector receives it, with the time since the run's start
+/// at which the producer accepted or refused it.
 enum Outcome {
-    Pending { id: u64, size: usize, receipt: Receipt },
-    Refused { id: u64, label: &'static str },
+    Pending { id: u64, size: usize, accepted: Duration, receipt: Receipt },
+    Refused { id: u64, label: &'static str, at: Duration },
 }
 
 /// What the collector tallied.
@@ -87,6 +90,7 @@ struct Collected {
     errors_by_code: BTreeMap<String, u64>,
     per_shard: BTreeMap<String, u64>,
     last_outcome: Option<Instant>,
+    series: SeriesRecorder,
 }
 
 /// Sends records until the count, the duration or `stop` ends the run, waits for every
@@ -100,6 +104,18 @@ pub async fn produce(
     progress: Option<ProgressSink>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ProduceReport> {
+    Ok(produce_with_series(api, options, progress, stop).await?.0)
+}
+
+/// [`produce()`], and the run second by second: records sent, delivered and failed, payload
+/// bytes, latency percentiles of the deliveries completed in each second, and the producer's
+/// retries (see [`series`](super::series)).
+pub async fn produce_with_series(
+    api: Arc<dyn KinesisApi>,
+    options: ProduceOptions,
+    progress: Option<ProgressSink>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(ProduceReport, Series)> {
     let producer = Producer::builder(api)
         .stream(options.stream.clone())
         .config(options.producer.clone())
@@ -110,8 +126,23 @@ pub async fn produce(
     let (stopped, stop_task) = spawn_stop_flag(stop);
     let live = Arc::new(Live::default());
     let (tx, rx) = mpsc::channel(RECEIPT_QUEUE);
-    let collector = tokio::spawn(collect(rx, Arc::clone(&live)));
     let start = Instant::now();
+    let collector = tokio::spawn(collect(rx, Arc::clone(&live), start));
+    // The producer's cumulative retry counters once a second, for the series.
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let sampler = {
+        let (producer, samples) = (producer.clone(), Arc::clone(&samples));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(start + INTERVAL, INTERVAL);
+            loop {
+                let now = tick.tick().await;
+                let m = producer.metrics();
+                let sample =
+                    CounterSample { at: now - start, retries: m.retries, throttled: m.throttled };
+                samples.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
+            }
+        })
+    };
     let printer = progress.map(|sink| {
         let (producer, live) = (producer.clone(), Arc::clone(&live));
         tokio::spawn(async move {
@@ -140,6 +171,7 @@ pub async fn produce(
     drop(tx);
     let collected = collector.await?;
     let metrics = producer.shutdown().await;
+    sampler.abort();
     if let Some(printer) = printer {
         printer.abort();
     }
@@ -150,7 +182,14 @@ pub async fn produce(
     let elapsed =
         collected.last_outcome.unwrap_or_else(Instant::now).saturating_duration_since(start);
     let secs = elapsed.as_secs_f64().max(1e-9);
-    Ok(ProduceReport {
+    let mut samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
+    samples.push(CounterSample {
+        at: start.elapsed(),
+        retries: metrics.retries,
+        throttled: metrics.throttled,
+    });
+    let series = collected.series.finish(elapsed, &samples);
+    let report = ProduceReport {
         stream: options.stream.to_string(),
         run_id: options.run_id,
         records,
@@ -173,7 +212,8 @@ pub async fn produce(
         errors_by_code: collected.errors_by_code,
         per_shard: collected.per_shard,
         stopped_by,
-    })
+    };
+    Ok((report, series))
 }
 
 /// Sends until a limit or the stop flag; returns why it stopped.
@@ -218,10 +258,12 @@ async fn send_loop(
         };
         *seq += 1;
         let data = payload::encode(&header, size, options.filler);
-        let outcome = match producer.send(Record::new(KeyChooser::partition_key(key), data)).await {
-            Ok(receipt) => Outcome::Pending { id, size, receipt },
-            Err(SendError::Invalid { .. }) => Outcome::Refused { id, label: "invalid" },
-            Err(_) => Outcome::Refused { id, label: "closed" },
+        let sent = producer.send(Record::new(KeyChooser::partition_key(key), data)).await;
+        let at = start.elapsed();
+        let outcome = match sent {
+            Ok(receipt) => Outcome::Pending { id, size, accepted: at, receipt },
+            Err(SendError::Invalid { .. }) => Outcome::Refused { id, label: "invalid", at },
+            Err(_) => Outcome::Refused { id, label: "closed", at },
         };
         let closed = matches!(outcome, Outcome::Refused { label: "closed", .. });
         live.sent.fetch_add(1, Relaxed);
@@ -232,29 +274,36 @@ async fn send_loop(
     }
 }
 
-/// Awaits every outcome in send order and tallies it.
-async fn collect(mut rx: mpsc::Receiver<Outcome>, live: Arc<Live>) -> Collected {
+/// Awaits every outcome in send order and tallies it, also per second since `start`.
+async fn collect(mut rx: mpsc::Receiver<Outcome>, live: Arc<Live>, start: Instant) -> Collected {
     let mut c = Collected::default();
     while let Some(outcome) = rx.recv().await {
         match outcome {
-            Outcome::Pending { id, size, receipt } => match receipt.await {
-                Ok(delivery) => {
-                    c.delivered += 1;
-                    c.bytes += size as u64;
-                    c.latency.record(delivery.latency);
-                    c.max_attempts = c.max_attempts.max(delivery.attempts);
-                    c.aggregated += u64::from(delivery.sub_sequence_number.is_some());
-                    *c.per_shard.entry(delivery.shard_id.to_string()).or_default() += 1;
-                    live.delivered.fetch_add(1, Relaxed);
+            Outcome::Pending { id, size, accepted, receipt } => {
+                c.series.sent(accepted);
+                match receipt.await {
+                    Ok(delivery) => {
+                        c.series.delivered(accepted, delivery.latency, size as u64);
+                        c.delivered += 1;
+                        c.bytes += size as u64;
+                        c.latency.record(delivery.latency);
+                        c.max_attempts = c.max_attempts.max(delivery.attempts);
+                        c.aggregated += u64::from(delivery.sub_sequence_number.is_some());
+                        *c.per_shard.entry(delivery.shard_id.to_string()).or_default() += 1;
+                        live.delivered.fetch_add(1, Relaxed);
+                    }
+                    Err(error) => {
+                        c.series.failed(start.elapsed());
+                        c.failed_ids.insert(id);
+                        c.max_attempts = c.max_attempts.max(error.attempts());
+                        *c.errors_by_code.entry(error_label(&error)).or_default() += 1;
+                        live.failed.fetch_add(1, Relaxed);
+                    }
                 }
-                Err(error) => {
-                    c.failed_ids.insert(id);
-                    c.max_attempts = c.max_attempts.max(error.attempts());
-                    *c.errors_by_code.entry(error_label(&error)).or_default() += 1;
-                    live.failed.fetch_add(1, Relaxed);
-                }
-            },
-            Outcome::Refused { id, label } => {
+            }
+            Outcome::Refused { id, label, at } => {
+                c.series.sent(at);
+                c.series.failed(at);
                 c.failed_ids.insert(id);
                 *c.errors_by_code.entry(label.to_owned()).or_default() += 1;
                 live.failed.fetch_add(1, Relaxed);

@@ -1,9 +1,12 @@
 //! The reports of `produce`, `consume` and `verify`: serializable (`--json`,
-//! `--report-json`) and rendered as text for people.
+//! `--report-json`) and rendered as text for people; the per-second series of a `produce`
+//! run (`--series-json`); [`OutputFile`], an output file checked before a run.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::histogram::Percentiles;
 use super::ids::IdSet;
 use super::payload::RunId;
+use super::series::Series;
 use super::verify::{Expectation, Tally, Verdict};
 
 /// Why a run stopped.
@@ -150,6 +154,20 @@ impl ProduceReport {
     }
 }
 
+/// A `produce` run second by second (`--series-json`): the series with what the run was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesReport {
+    /// The stream written.
+    pub stream: String,
+    /// The run id embedded in every record.
+    pub run_id: RunId,
+    /// The run's parameters and totals, as the plot's title shows them.
+    pub description: Vec<String>,
+    /// The buckets.
+    #[serde(flatten)]
+    pub series: Series,
+}
+
 /// What one `consume` worker saw and its verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConsumeReport {
@@ -278,6 +296,53 @@ pub fn write_json<T: Serialize>(path: &Path, report: &T) -> anyhow::Result<()> {
     std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
+/// An output file created before a run, so that a path that cannot be written fails at once
+/// rather than after the run; removed again if it is dropped unwritten.
+#[derive(Debug)]
+pub struct OutputFile {
+    path: PathBuf,
+    flag: &'static str,
+    file: Option<File>,
+}
+
+impl OutputFile {
+    /// Creates (or truncates) `path`; `flag` names the option in errors (`--plot`).
+    pub fn create(path: &Path, flag: &'static str) -> anyhow::Result<Self> {
+        let file = File::create(path)
+            .with_context(|| format!("{flag} {}: cannot create the file", path.display()))?;
+        Ok(OutputFile { path: path.to_owned(), flag, file: Some(file) })
+    }
+
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `bytes` as the file's content.
+    pub fn write(mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        let Some(file) = self.file.take() else { anyhow::bail!("{} written twice", self.flag) };
+        let mut out = BufWriter::new(file);
+        out.write_all(bytes)
+            .and_then(|()| out.flush())
+            .with_context(|| format!("{} {}: writing the file", self.flag, self.path.display()))
+    }
+
+    /// Writes `value` as pretty JSON.
+    pub fn write_json<T: Serialize>(self, value: &T) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(value)? + "\n";
+        self.write(text.as_bytes())
+    }
+}
+
+impl Drop for OutputFile {
+    fn drop(&mut self) {
+        // Never written (the run failed): leave no empty file that looks like a result.
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 fn render_verdict(verdict: &Verdict) -> String {
     let mut out = String::new();
     for run in &verdict.runs {
@@ -374,6 +439,21 @@ mod tests {
         std::fs::write(&path, "{}").unwrap();
         let err = read_json::<ConsumeReport>(&path).unwrap_err();
         assert!(err.to_string().contains("not a report"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn output_files_fail_early_and_are_removed_unless_written() {
+        let dir = std::env::temp_dir().join(format!("kinesis-load-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let err = OutputFile::create(&dir.join("missing/s.json"), "--series-json").unwrap_err();
+        assert!(format!("{err:#}").contains("--series-json"), "{err:#}");
+        let path = dir.join("s.json");
+        drop(OutputFile::create(&path, "--series-json").unwrap());
+        assert!(!path.exists(), "an unwritten output file is removed");
+        let file = OutputFile::create(&path, "--series-json").unwrap();
+        file.write_json(&serde_json::json!({"a": 1})).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\n  \"a\": 1\n}\n");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
