@@ -109,7 +109,7 @@ mod access_denied {
     /// Answers every HTTP request on a loopback port with Kinesis' answer to a caller whose
     /// IAM policy lacks the action (no emulator can deny access). Returns the endpoint URL;
     /// the server thread lives until the test process ends.
-    fn kinesis_denying(message: &'static str) -> String {
+    pub(super) fn kinesis_denying(message: &'static str) -> String {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         std::thread::spawn(move || {
@@ -249,5 +249,132 @@ mod missing_credentials {
         assert_eq!(error.kind(), ApiErrorKind::AccessDenied, "{text}");
         assert!(text.contains("no usable AWS credentials"), "{text}");
         assert!(text.contains("no credentials in the environment"), "{text}");
+    }
+}
+
+#[cfg(feature = "aws")]
+mod plain_http {
+    use std::net::TcpListener;
+
+    use super::chain;
+    use kinesis_common::{ApiErrorKind, KinesisApi, SdkKinesis, StreamName};
+
+    /// `0.0.0.0` is not a loopback address, so plain HTTP to it is refused; but a connection
+    /// to it reaches this machine (Linux routes it to the loopback interface), so a listener
+    /// on `127.0.0.1` sees whatever would have been sent.
+    fn not_loopback(loopback_url: &str) -> String {
+        loopback_url.replace("127.0.0.1", "0.0.0.0")
+    }
+
+    fn config(endpoint: Option<&str>) -> aws_config::SdkConfig {
+        let mut config = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new("id", "secret", None, None, "test"),
+            ));
+        if let Some(endpoint) = endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        config.build()
+    }
+
+    /// Whether anything connected to `listener` (without waiting: a refused call returns
+    /// only after it would have connected).
+    fn anything_connected(listener: &TcpListener) -> bool {
+        listener.set_nonblocking(true).unwrap();
+        match listener.accept() {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn plain_http_to_a_host_that_is_not_loopback_is_refused_before_anything_is_sent() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://0.0.0.0:{}", listener.local_addr().unwrap().port());
+        let kinesis = SdkKinesis::new(&config(Some(&endpoint)));
+        let error = kinesis.list_shards(&StreamName::new("orders").unwrap()).await.unwrap_err();
+        assert_eq!(
+            chain(&error),
+            format!(
+                "kinesis error: ListShards was not sent: plain HTTP endpoint {endpoint} \
+                 refused: use https, a loopback emulator, or SdkKinesis::allow_plain_http()"
+            )
+        );
+        assert_eq!(error.kind(), ApiErrorKind::Other);
+        assert!(!error.is_retryable());
+        assert!(!anything_connected(&listener));
+    }
+
+    /// The endpoint may come from the service-specific configuration
+    /// (`AWS_ENDPOINT_URL_KINESIS`, or `endpoint_url` under `[services]` in a profile) rather
+    /// than from the SdkConfig's own endpoint URL: the check applies to the URL each request
+    /// goes to, wherever it came from.
+    #[tokio::test]
+    async fn a_service_specific_plain_http_endpoint_is_refused_too() {
+        #[derive(Debug)]
+        struct KinesisEndpoint(String);
+        impl aws_types::service_config::LoadServiceConfig for KinesisEndpoint {
+            fn load_config(
+                &self,
+                key: aws_types::service_config::ServiceConfigKey<'_>,
+            ) -> Option<String> {
+                (key.service_id() == "Kinesis" && key.env() == "AWS_ENDPOINT_URL")
+                    .then(|| self.0.clone())
+            }
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://0.0.0.0:{}", listener.local_addr().unwrap().port());
+        let config =
+            config(None).into_builder().service_config(KinesisEndpoint(endpoint.clone())).build();
+        let kinesis = SdkKinesis::new(&config);
+        // Every client of the adapter is guarded: control plane, data plane, event stream.
+        let stream = StreamName::new("orders").unwrap();
+        let errors = [
+            kinesis.list_shards(&stream).await.unwrap_err(),
+            kinesis
+                .get_records(&kinesis_common::api::ShardIterator("AAAA".into()), Some(10))
+                .await
+                .unwrap_err(),
+        ];
+        for error in errors {
+            assert!(chain(&error).contains(&format!("plain HTTP endpoint {endpoint} refused")));
+            assert!(!error.is_retryable());
+        }
+        assert!(!anything_connected(&listener));
+    }
+
+    #[tokio::test]
+    async fn allow_plain_http_sends_to_any_host() {
+        let endpoint = not_loopback(&super::access_denied::kinesis_denying("denied"));
+        let kinesis = SdkKinesis::new(&config(Some(&endpoint))).allow_plain_http();
+        let error = kinesis.list_shards(&StreamName::new("orders").unwrap()).await.unwrap_err();
+        // The request reached the server, which answered.
+        assert_eq!(error.code(), Some("AccessDeniedException"), "{}", chain(&error));
+    }
+
+    #[tokio::test]
+    async fn clients_configured_by_hand_are_guarded_as_well() {
+        let endpoint = not_loopback(&super::access_denied::kinesis_denying("denied"));
+        let client = aws_sdk_kinesis::Client::new(&config(Some(&endpoint)));
+        let kinesis = SdkKinesis::from_clients(client.clone(), client.clone(), client);
+        let stream = StreamName::new("orders").unwrap();
+        let error = kinesis.list_shards(&stream).await.unwrap_err();
+        assert!(chain(&error).contains("refused: use https"), "{}", chain(&error));
+        let error = kinesis.allow_plain_http().list_shards(&stream).await.unwrap_err();
+        assert_eq!(error.code(), Some("AccessDeniedException"), "{}", chain(&error));
+    }
+
+    #[tokio::test]
+    async fn loopback_emulators_keep_working_over_plain_http() {
+        for host in ["127.0.0.1", "localhost"] {
+            let endpoint =
+                super::access_denied::kinesis_denying("denied").replace("127.0.0.1", host);
+            let kinesis = SdkKinesis::new(&config(Some(&endpoint)));
+            let error = kinesis.list_shards(&StreamName::new("orders").unwrap()).await.unwrap_err();
+            assert_eq!(error.code(), Some("AccessDeniedException"), "{}", chain(&error));
+        }
     }
 }

@@ -24,8 +24,8 @@ use kinesis_common::{
 };
 use kinesis_consumer::testing::{CheckpointPolicy, Recorder, RecordingProcessor};
 use kinesis_consumer::{
-    Consumer, ConsumerConfig, DynamoLeaseStore, InitialPosition, LeaseStore, LeaseStoreError,
-    PollingSettings, Retrieval, StartError, WorkerId,
+    Consumer, ConsumerConfig, DynamoLeaseStore, FatalError, InitialPosition, LeaseStore,
+    LeaseStoreError, PollingSettings, Retrieval, RunError, StartError, WorkerId,
 };
 use kinesis_integration_tests::{
     create_stream, dynamodb, kinesis, open_shards, sdk_config, unique_name, unique_stream,
@@ -141,10 +141,12 @@ async fn checkpoints(store: &dyn LeaseStore) -> Vec<(ShardId, ExtendedSequenceNu
 
 /// The consumer's own log line for this case (ERROR "retrieval failed", naming the shard and
 /// the stream) is checked on the fake in `consumer/tests/bad_input.rs`; this crate has no
-/// `tracing` dependency to capture it. Here: what the consumer's retriever is answered, and
-/// that nothing read or checkpointed is lost or repeated.
+/// `tracing` dependency to capture it. Here: what the consumer's retriever is answered, that
+/// the consumer stops by itself naming the stream, and that nothing read or checkpointed is
+/// lost or repeated.
 #[tokio::test]
-async fn a_stream_deleted_while_consumed_keeps_its_checkpoints_and_the_consumer_stops_cleanly() {
+async fn a_stream_deleted_while_consumed_keeps_its_checkpoints_and_the_consumer_stops_by_itself()
+{
     let direct = kinesis().await.unwrap();
     let stream = unique_stream("bad-deleted-consumer");
     create_stream(direct.as_ref(), &stream, 1).await.unwrap();
@@ -167,7 +169,7 @@ async fn a_stream_deleted_while_consumed_keeps_its_checkpoints_and_the_consumer_
     let store = Arc::new(DynamoLeaseStore::from_client(dynamodb.clone(), table.clone()));
     let recorder = Recorder::new();
     let processors = recorder.clone();
-    let consumer = Consumer::builder(direct.clone(), store.clone())
+    let mut consumer = Consumer::builder(direct.clone(), store.clone())
         .stream(stream.clone())
         .application_name("bad-deleted")
         .worker_id(WorkerId::new("w1"))
@@ -193,11 +195,24 @@ async fn a_stream_deleted_while_consumed_keeps_its_checkpoints_and_the_consumer_
     let text = chain(&error);
     assert!(text.starts_with("not found (ResourceNotFoundException)"), "{text}");
     assert!(text.contains(stream.as_str()), "{text}");
-    // Several taker cycles: the consumer retries the shard and fails it again, losing nothing.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The retriever's "not found" makes the scheduler list the shards, which confirms it.
+    tokio::time::timeout(Duration::from_secs(30), consumer.stopped())
+        .await
+        .expect("the consumer stops by itself once the stream is gone");
     assert_eq!(recorder.record_count(), 100, "nothing read twice");
     assert_eq!(checkpoints(store.as_ref()).await, [last], "the checkpoint written stays");
-    let report = consumer.shutdown().await.unwrap();
+    let error = consumer.shutdown().await.unwrap_err();
+    let text = chain(&error);
+    assert!(
+        text.starts_with(&format!(
+            "the consumer stopped by itself: stream {stream} no longer exists; it was deleted \
+             while being consumed: not found (ResourceNotFoundException)"
+        )),
+        "{text}"
+    );
+    let RunError::Stopped { report, cause: FatalError::StreamDeleted { .. } } = error else {
+        panic!("{error:?}")
+    };
     assert!(report.timed_out.is_empty());
     let _ = dynamodb.delete_table().table_name(&table).send().await;
 }

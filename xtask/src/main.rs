@@ -7,6 +7,7 @@
 //! workspace. See `docs/substrate.md`.
 
 mod backend;
+mod deny;
 mod install;
 mod layout;
 mod proc;
@@ -79,7 +80,8 @@ enum Task {
     },
     /// Run every test: the README's test command.
     ///
-    /// Installs and starts kinesis-mock + DynamoDB Local, runs `cargo nextest run --workspace
+    /// Checks the dependency graph with cargo-deny (see `cargo xtask deny`), installs and starts
+    /// kinesis-mock + DynamoDB Local, runs `cargo nextest run --workspace
     /// --no-fail-fast` (or `cargo test` without cargo-nextest) and `cargo test --workspace --doc`
     /// with the environment contract set, stops it, then starts LocalStack 4.7.0 and runs the smoke
     /// subset of kinesis-integration-tests (test names containing "smoke"). Prints a summary and
@@ -96,6 +98,12 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Check the dependency graph with cargo-deny (advisories, bans, licenses, sources), as
+    /// `cargo xtask test` does first.
+    ///
+    /// Installs cargo-deny into .local/ on first use and reads the RustSec advisory database from
+    /// the snapshot in deny/ (no network access to GitHub needed). See deny/README.md.
+    Deny,
     /// Start kinesis-mock + DynamoDB Local and run the demo (`cargo run -p kinesis-examples --bin demo`).
     Demo {
         /// Arguments for the demo binary.
@@ -138,6 +146,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             tasks::test(&ctx, tasks::TestOptions { backend, skip_localstack, args })
         }
         Task::Demo { args } => tasks::demo(&ctx, &args),
+        Task::Deny => deny::check(&ctx.layout).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -198,6 +198,7 @@ pub(crate) fn test(ctx: &Ctx, options: TestOptions) -> Result<ExitCode> {
         && report.step("install LocalStack 4.7.0", || {
             install::install(&ctx.layout, Selection::for_backend(Backend::Localstack))
         });
+    report.step("cargo deny check", || crate::deny::check(&ctx.layout));
     let built = report.step("build tests", || cargo(ctx, &runner.build(), &[], None));
 
     if built && installed {

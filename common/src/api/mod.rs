@@ -7,6 +7,7 @@
 //!
 //! The trait is object safe: hold it as `Arc<dyn KinesisApi>`.
 
+pub mod endpoint;
 mod error;
 #[cfg(feature = "aws")]
 pub mod sdk;

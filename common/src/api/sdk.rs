@@ -10,6 +10,12 @@
 //! retry with their own jittered backoff. Control-plane calls (ListShards, stream and consumer
 //! administration) keep the SDK's standard retries. SubscribeToShard runs without an operation
 //! timeout, because its answer is an event stream that lives up to five minutes.
+//!
+//! TLS: every client refuses to send a request to a plain `http://` endpoint unless its host
+//! is loopback (the local emulators) or the caller opted in with
+//! [`SdkKinesis::allow_plain_http`]; see [`endpoint`]. The refusal happens
+//! before the request is signed, and the call fails with a non-retryable [`ApiError`] that
+//! names the endpoint.
 
 use std::fmt::Debug;
 use std::time::{Duration, SystemTime};
@@ -21,15 +27,61 @@ use aws_sdk_kinesis::config::{
 };
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::types as sdk;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::{Blob, DateTime};
 use bytes::Bytes;
 
+use super::endpoint::{self, PlainHttp};
 use super::{
     ApiError, ApiErrorKind, ChildShard, ConsumerDescription, ConsumerStatus, GetRecordsOutput,
     KinesisApi, KinesisRecord, PutRecordsEntry, PutRecordsOutcome, Shard, ShardIterator,
     ShardIteratorPosition, StreamStatus, StreamSummary, SubscribeToShardEvent, Subscription,
 };
 use crate::{ConsumerName, HashKey, HashKeyRange, SequenceNumber, ShardId, StreamName};
+
+/// `tracing_subscriber::EnvFilter` directives that keep the AWS SDK's crates at `DEBUG` or
+/// less verbose: append them to any filter that turns `TRACE` on broadly, for example
+/// `EnvFilter::new(format!("{user_filter},{SDK_LOG_CEILING}"))`.
+///
+/// At `TRACE` the SDK logs every HTTP response body it reads (`aws_smithy_runtime`: "read
+/// HTTP response body", so GetRecords' record data, base64-encoded) and every event-stream
+/// message it receives (`aws_smithy_http`: SubscribeToShard's records); `aws_sigv4` logs the
+/// body it signs when the environment sets `LOG_SIGNABLE_BODY=true`. The `authorization`
+/// header and the session token are printed redacted, and credentials print redacted at
+/// every level. This toolkit's own crates log no record data, credential or signature at any
+/// level; `tests/tests/log_redaction.rs` checks that, and that nothing leaks at all with this
+/// ceiling. A directive naming a more specific target
+/// (`aws_smithy_runtime::client::orchestrator=trace`) still overrides the ceiling, for
+/// debugging against an emulator with test data. [`SdkKinesis::new`] warns once when the
+/// SDK's `TRACE` output is enabled.
+pub const SDK_LOG_CEILING: &str = "aws_smithy=debug,aws_sigv4=debug,aws_runtime=debug";
+
+/// Warns, once per process, when the installed subscriber enables the AWS SDK's `TRACE`
+/// output, which holds record data (see [`SDK_LOG_CEILING`]). Called when an adapter is
+/// built; public so the consumer's DynamoDB lease store does the same.
+pub fn warn_if_sdk_traces_bodies() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let traces = tracing::enabled!(
+        target: "aws_smithy_runtime::client::orchestrator::http",
+        tracing::Level::TRACE
+    ) || tracing::enabled!(
+        target: "aws_smithy_http::event_stream::receiver",
+        tracing::Level::TRACE
+    );
+    if traces {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "TRACE logging is on for the AWS SDK, which then logs request and response \
+                 bodies, record data included: cap it with the directives in \
+                 kinesis_common::api::sdk::SDK_LOG_CEILING ({SDK_LOG_CEILING})"
+            );
+        });
+    }
+}
 
 /// How long one data-plane attempt may take before it counts as a transient failure.
 ///
@@ -42,11 +94,16 @@ pub const DEFAULT_DATA_PLANE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(6);
 /// Build it from an [`aws_config::SdkConfig`] with [`SdkKinesis::new`], which derives the
 /// three clients described in the module docs; or hand over clients you configured yourself
 /// with [`SdkKinesis::from_clients`].
+///
+/// Either way, plain `http://` endpoints are accepted only on loopback hosts until
+/// [`SdkKinesis::allow_plain_http`] is called.
 #[derive(Debug, Clone)]
 pub struct SdkKinesis {
     data: Client,
     control: Client,
     stream: Client,
+    /// The same three clients without the plain-HTTP guard, for `allow_plain_http`.
+    unguarded: Box<[Client; 3]>,
 }
 
 impl SdkKinesis {
@@ -72,18 +129,73 @@ impl SdkKinesis {
                 TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build(),
             )
             .build();
+        Self::from_clients(
+            Client::from_conf(data),
+            Client::from_conf(control),
+            Client::from_conf(stream),
+        )
+    }
+
+    /// Uses the given clients as they are, with the plain-HTTP guard added: `data` for
+    /// PutRecords, GetRecords and GetShardIterator, `control` for everything else but
+    /// SubscribeToShard, `stream` for SubscribeToShard.
+    pub fn from_clients(data: Client, control: Client, stream: Client) -> Self {
+        warn_if_sdk_traces_bodies();
+        let guarded = |client: &Client| {
+            Client::from_conf(
+                client.config().to_builder().interceptor(PlainHttpGuard::new(OPT_IN)).build(),
+            )
+        };
         Self {
-            data: Client::from_conf(data),
-            control: Client::from_conf(control),
-            stream: Client::from_conf(stream),
+            data: guarded(&data),
+            control: guarded(&control),
+            stream: guarded(&stream),
+            unguarded: Box::new([data, control, stream]),
         }
     }
 
-    /// Uses the given clients as they are: `data` for PutRecords, GetRecords and
-    /// GetShardIterator, `control` for everything else but SubscribeToShard, `stream` for
-    /// SubscribeToShard.
-    pub fn from_clients(data: Client, control: Client, stream: Client) -> Self {
-        Self { data, control, stream }
+    /// Allows plain `http://` endpoints on any host, not only loopback: for an emulator on
+    /// another machine or a TLS-terminating proxy on a network you trust. Records, partition
+    /// keys and signed requests (with the session token) then travel unencrypted.
+    pub fn allow_plain_http(self) -> Self {
+        let [data, control, stream] = (*self.unguarded).clone();
+        Self { data, control, stream, unguarded: self.unguarded }
+    }
+}
+
+/// How a caller of [`SdkKinesis`] opts in to plain HTTP, for the refusal message.
+const OPT_IN: &str = "SdkKinesis::allow_plain_http()";
+
+/// An SDK interceptor that refuses, before signing, a request whose URL is plain `http://` to
+/// a host that is not loopback (see [`endpoint`]). The SDK reports the
+/// refusal as a dispatch failure with the [`endpoint::PlainHttpRefused`] in its source chain
+/// ([`endpoint::refusal_in`] finds it). Public so the consumer's DynamoDB lease store guards
+/// its client the same way.
+#[derive(Debug, Clone)]
+pub struct PlainHttpGuard {
+    opt_in: &'static str,
+}
+
+impl PlainHttpGuard {
+    /// A guard whose refusals name `opt_in`, the way the adapter's caller allows plain HTTP.
+    pub fn new(opt_in: &'static str) -> Self {
+        Self { opt_in }
+    }
+}
+
+impl Intercept for PlainHttpGuard {
+    fn name(&self) -> &'static str {
+        "PlainHttpGuard"
+    }
+
+    fn read_before_signing(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        endpoint::check_endpoint(context.request().uri(), PlainHttp::LoopbackOnly, self.opt_in)?;
+        Ok(())
     }
 }
 
@@ -110,6 +222,11 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: RawStatus + Debug + Send + Sync + 'static,
 {
+    if let Some(refused) = endpoint::refusal_in(&err) {
+        // Nothing was signed or sent; trying again cannot help.
+        return ApiError::new(ApiErrorKind::Other, format!("{op} was not sent"))
+            .with_source(refused.clone());
+    }
     let (kind, code, message) = match &err {
         SdkError::ServiceError(ctx) => {
             let code = err.code().map(str::to_owned);

@@ -7,6 +7,10 @@
 //! Retries: the client keeps the SDK's standard retries (throttling and 5xx answers are
 //! retried with backoff by the SDK). A retried conditional write whose first attempt was
 //! applied fails its condition; `table.rs` recognises that case by re-reading the item.
+//!
+//! TLS: the client refuses plain `http://` endpoints except on loopback hosts (DynamoDB
+//! Local) until [`DynamoLeaseStore::allow_plain_http`] is called, as `SdkKinesis` does; see
+//! `kinesis_common::api::endpoint`.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -20,6 +24,8 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
     ScalarAttributeType, TableDescription, TableStatus,
 };
+use kinesis_common::api::endpoint;
+use kinesis_common::api::sdk::PlainHttpGuard;
 use kinesis_common::{ExtendedSequenceNumber, ShardId};
 
 use super::error::{LeaseStoreError, LeaseWriteError, Message};
@@ -41,6 +47,8 @@ const ACTIVE_POLL: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone)]
 pub struct DynamoLeaseStore {
     client: Client,
+    /// The same client without the plain-HTTP guard, for `allow_plain_http`.
+    unguarded: Client,
     table: String,
     scan_page_size: Option<i32>,
     active_timeout: Duration,
@@ -52,10 +60,14 @@ impl DynamoLeaseStore {
         Self::from_client(Client::new(config), table)
     }
 
-    /// A store for `table` over a client you configured yourself.
+    /// A store for `table` over a client you configured yourself, with the plain-HTTP guard
+    /// added.
     pub fn from_client(client: Client, table: impl Into<String>) -> Self {
+        kinesis_common::api::sdk::warn_if_sdk_traces_bodies();
+        let guard = PlainHttpGuard::new("DynamoLeaseStore::allow_plain_http()");
         Self {
-            client,
+            client: Client::from_conf(client.config().to_builder().interceptor(guard).build()),
+            unguarded: client,
             table: table.into(),
             scan_page_size: None,
             active_timeout: DEFAULT_TABLE_ACTIVE_TIMEOUT,
@@ -72,6 +84,14 @@ impl DynamoLeaseStore {
     /// How long to wait for a created table to become `ACTIVE`.
     pub fn with_table_active_timeout(mut self, timeout: Duration) -> Self {
         self.active_timeout = timeout;
+        self
+    }
+
+    /// Allows plain `http://` endpoints on any host, not only loopback: for DynamoDB Local on
+    /// another machine or a TLS-terminating proxy on a network you trust. Leases, checkpoints
+    /// and signed requests then travel unencrypted.
+    pub fn allow_plain_http(mut self) -> Self {
+        self.client = self.unguarded.clone();
         self
     }
 
@@ -425,6 +445,10 @@ fn store_error<E>(operation: &'static str, table: &str, err: SdkError<E>) -> Lea
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    if let Some(refused) = endpoint::refusal_in(&err) {
+        // Nothing was signed or sent; trying again cannot help.
+        return LeaseStoreError::Other { operation, source: Box::new(refused.clone()) };
+    }
     let status = err.raw_response().map(|r| r.status().as_u16());
     match &err {
         SdkError::ServiceError(_) => match err.code() {
@@ -512,4 +536,66 @@ fn from_sdk_item(item: HashMap<String, AttributeValue>) -> RawItem {
 
 fn to_sdk_item(item: RawItem) -> HashMap<String, AttributeValue> {
     item.into_iter().map(|(k, v)| (k, to_sdk_value(v))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    fn config(endpoint: &str) -> aws_types::SdkConfig {
+        aws_types::SdkConfig::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_types::region::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_types::sdk_config::SharedCredentialsProvider::new(
+                aws_sdk_dynamodb::config::Credentials::new("id", "secret", None, None, "test"),
+            ))
+            .build()
+    }
+
+    /// A listener on loopback and a plain-HTTP URL for it whose host is not loopback:
+    /// `0.0.0.0`, which Linux routes to the loopback interface.
+    fn listener() -> (TcpListener, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://0.0.0.0:{}", listener.local_addr().unwrap().port());
+        (listener, url)
+    }
+
+    #[tokio::test]
+    async fn plain_http_to_a_host_that_is_not_loopback_is_refused_before_anything_is_sent() {
+        let (listener, endpoint) = listener();
+        let store = DynamoLeaseStore::new(&config(&endpoint), "leases");
+        let error = store.create_table_if_missing().await.unwrap_err();
+        assert!(matches!(error, LeaseStoreError::Other { operation: "DescribeTable", .. }));
+        assert!(!error.is_retryable());
+        let source = std::error::Error::source(&error).map(ToString::to_string);
+        assert_eq!(
+            source.as_deref(),
+            Some(
+                format!(
+                    "plain HTTP endpoint {endpoint} refused: use https, a loopback emulator, or \
+                     DynamoLeaseStore::allow_plain_http()"
+                )
+                .as_str()
+            )
+        );
+        // A refused call returns only after it would have connected: nothing is waiting.
+        listener.set_nonblocking(true).unwrap();
+        let accepted = listener.accept().map(drop).map_err(|e| e.kind());
+        assert_eq!(accepted, Err(std::io::ErrorKind::WouldBlock), "nothing may connect");
+    }
+
+    #[tokio::test]
+    async fn allow_plain_http_sends_to_any_host() {
+        let (listener, endpoint) = listener();
+        let store = DynamoLeaseStore::new(&config(&endpoint), "leases")
+            .allow_plain_http()
+            .with_table_active_timeout(Duration::from_secs(1));
+        let call = tokio::spawn(async move { store.create_table_if_missing().await });
+        // The request arrives: the guard let it through.
+        tokio::task::spawn_blocking(move || listener.accept().unwrap()).await.unwrap();
+        call.abort();
+    }
 }
