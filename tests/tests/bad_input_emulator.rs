@@ -145,8 +145,7 @@ async fn checkpoints(store: &dyn LeaseStore) -> Vec<(ShardId, ExtendedSequenceNu
 /// the consumer stops by itself naming the stream, and that nothing read or checkpointed is
 /// lost or repeated.
 #[tokio::test]
-async fn a_stream_deleted_while_consumed_keeps_its_checkpoints_and_the_consumer_stops_by_itself()
-{
+async fn a_stream_deleted_while_consumed_keeps_its_checkpoints_and_the_consumer_stops_by_itself() {
     let direct = kinesis().await.unwrap();
     let stream = unique_stream("bad-deleted-consumer");
     create_stream(direct.as_ref(), &stream, 1).await.unwrap();
