@@ -363,10 +363,13 @@ fn parse_run_id(s: &str) -> Result<RunId, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // RUST_LOG, with the AWS SDK kept at DEBUG at most: its TRACE output holds record data.
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
+    let ceiling = kinesis_common::api::sdk::SDK_LOG_CEILING;
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_new(format!("{filter},{ceiling}"))
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,{ceiling}"))),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
