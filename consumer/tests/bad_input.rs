@@ -597,8 +597,7 @@ fn held_none(report: &ShutdownReport) -> bool {
 /// The lease table is deleted while the consumer runs: its leases and checkpoints are gone,
 /// so the consumer stops by itself at its next lease-table scan, and says so.
 #[tokio::test(start_paused = true)]
-async fn a_lease_table_deleted_while_in_use_stops_the_consumer_and_says_the_checkpoints_are_gone()
-{
+async fn a_lease_table_deleted_while_in_use_stops_the_consumer_and_says_the_checkpoints_are_gone() {
     let world = world(2);
     world.put("r", 10, 100).await;
     let recorder = Recorder::new();
