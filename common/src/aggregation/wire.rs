@@ -31,8 +31,9 @@ pub(super) const TAG_DATA: u8 = 0x1A;
 /// How many bytes the varint encoding of `value` takes (1 per 7 bits, at least 1).
 #[inline]
 pub(super) const fn varint_len(value: u64) -> usize {
-    let bits = 64 - (value | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
+    // (highest set bit + 1) / 7 rounded up, without a division: `(log2 * 9 + 73) / 64`.
+    let log2 = 63 - (value | 1).leading_zeros() as usize;
+    (log2 * 9 + 73) / 64
 }
 
 /// How many bytes a length-delimited field with a one-byte tag and `len` bytes of payload
@@ -154,7 +155,11 @@ mod tests {
 
     #[test]
     fn varint_len_matches_encoding() {
-        for value in [0, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+        let mut values = vec![0, u64::MAX];
+        for shift in 1..64 {
+            values.extend([(1u64 << shift) - 1, 1u64 << shift]);
+        }
+        for value in values {
             let mut buf = Vec::new();
             put_varint(&mut buf, value);
             assert_eq!(buf.len(), varint_len(value), "{value}");
