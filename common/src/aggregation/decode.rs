@@ -12,7 +12,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use md5::{Digest, Md5};
 
-use super::wire::{Cursor, WIRE_LEN, WIRE_VARINT};
+use super::wire::{
+    Cursor, TAG_DATA, TAG_EXPLICIT_HASH_KEY_INDEX, TAG_PARTITION_KEY_INDEX, WIRE_LEN, WIRE_VARINT,
+};
 use super::{DIGEST_LEN, FIXED_OVERHEAD, KinesisClientRecord, MAGIC};
 use crate::compression::{self, Codec, EnvelopeError};
 use crate::{HashKey, HashKeyRange, KinesisRecord};
@@ -175,10 +177,23 @@ pub fn deaggregate_with_limit(
         }
     };
 
-    let parsed = match parse(&data) {
-        Ok(None) => return plain(record, data, codec, DeaggregationOutcome::Plain),
-        Ok(Some(parsed)) => parsed,
+    match check_frame(&data) {
+        Ok(false) => return plain(record, data, codec, DeaggregationOutcome::Plain),
+        Ok(true) => {}
         Err(reason) => {
+            return plain(record, data, codec, DeaggregationOutcome::PassedThrough(reason));
+        }
+    }
+    let protobuf_end = data.len() - DIGEST_LEN;
+    // A valid aggregate decodes in two light passes; anything else (including every corrupt
+    // aggregate) takes the thorough path, which says exactly what is wrong.
+    if let Some(deaggregated) = decode_valid(record, &data, protobuf_end, shard_range) {
+        return Deaggregated { compression: codec, ..deaggregated };
+    }
+    let parsed = match parse_aggregated_record(&data, MAGIC.len(), protobuf_end) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            let reason = CorruptRecord::Protobuf(error);
             return plain(record, data, codec, DeaggregationOutcome::PassedThrough(reason));
         }
     };
@@ -220,10 +235,11 @@ struct RawRecord {
     data: (usize, usize),
 }
 
-/// `Ok(None)`: not an aggregate. `Err`: looks like one but is corrupt.
-fn parse(data: &[u8]) -> Result<Option<Parsed<'_>>, CorruptRecord> {
+/// `Ok(false)`: not an aggregate. `Ok(true)`: magic, a protobuf and its correct digest.
+/// `Err`: looks like an aggregate but is too short or fails the digest.
+fn check_frame(data: &[u8]) -> Result<bool, CorruptRecord> {
     if !data.starts_with(&MAGIC) {
-        return Ok(None);
+        return Ok(false);
     }
     if data.len() <= FIXED_OVERHEAD {
         return Err(CorruptRecord::TooShort);
@@ -233,7 +249,155 @@ fn parse(data: &[u8]) -> Result<Option<Parsed<'_>>, CorruptRecord> {
     if Md5::digest(protobuf).as_slice() != &data[end..] {
         return Err(CorruptRecord::DigestMismatch);
     }
-    parse_aggregated_record(data, MAGIC.len(), end).map(Some).map_err(CorruptRecord::Protobuf)
+    Ok(true)
+}
+
+/// Decodes the `AggregatedRecord` in `data[MAGIC.len()..end]` if it is valid and every user
+/// record can be delivered or the aggregate is filtered out; `None` for anything else (a
+/// protobuf error, an index out of range, an unusable explicit hash key without a range),
+/// which [`parse_aggregated_record`] and [`expand`] then diagnose. When this returns
+/// `Some`, they would return the same.
+///
+/// First pass: the key tables (fields may come in any order, so they are only known once
+/// the whole message has been read) and the number of records. Second pass: the records,
+/// each straight into its output record; the usual layout (`partition_key_index`, then
+/// `explicit_hash_key_index` if any, then `data`, nothing else) is read without the generic
+/// field loop.
+fn decode_valid(
+    record: &KinesisRecord,
+    data: &Bytes,
+    end: usize,
+    shard_range: Option<HashKeyRange>,
+) -> Option<Deaggregated> {
+    let buf = &data[..];
+    let mut partition_keys: Vec<Arc<str>> = Vec::new();
+    let mut explicit_hash_keys: Vec<&str> = Vec::new();
+    let mut record_count = 0;
+    let mut first_record = end;
+    let mut cursor = Cursor::new(buf, MAGIC.len(), end);
+    while !cursor.is_done() {
+        let field_start = cursor.position();
+        match cursor.key().ok()? {
+            // Each distinct key is copied once; its records share it.
+            (1, WIRE_LEN) => {
+                partition_keys.push(Arc::from(utf8(buf, cursor.len_delimited().ok()?).ok()?))
+            }
+            (2, WIRE_LEN) => explicit_hash_keys.push(utf8(buf, cursor.len_delimited().ok()?).ok()?),
+            (3, WIRE_LEN) => {
+                cursor.len_delimited().ok()?;
+                first_record = first_record.min(field_start);
+                record_count += 1;
+            }
+            (_, wire_type) => cursor.skip(wire_type).ok()?,
+        }
+    }
+
+    let pk_count = partition_keys.len() as u64;
+    let ehk_count = explicit_hash_keys.len() as u64;
+    // Hash keys are needed only for the range check; each table entry is hashed or parsed
+    // at most once.
+    let mut pk_hashes: Vec<Option<HashKey>> =
+        if shard_range.is_some() { vec![None; partition_keys.len()] } else { Vec::new() };
+    let mut ehk_values = vec![Cached::Unknown; explicit_hash_keys.len()];
+    let mut records = Vec::with_capacity(record_count);
+    let mut outside = 0;
+    let mut position = 0u64;
+    let mut cursor = Cursor::new(buf, first_record, end);
+    while !cursor.is_done() {
+        let (from, to) = match cursor.key().ok()? {
+            (3, WIRE_LEN) => cursor.len_delimited().ok()?,
+            (_, wire_type) => {
+                cursor.skip(wire_type).ok()?;
+                continue;
+            }
+        };
+        let raw = match read_record(buf, from, to) {
+            Some(raw) => raw,
+            None => parse_record(buf, from, to).ok()?,
+        };
+        let sub_sequence_number = position;
+        position += 1;
+        if raw.partition_key_index >= pk_count {
+            return None;
+        }
+        let pk_index = raw.partition_key_index as usize;
+        let explicit_hash_key = match raw.explicit_hash_key_index {
+            None => None,
+            Some(index) if index >= ehk_count => return None,
+            Some(index) => {
+                let index = index as usize;
+                if let Cached::Unknown = ehk_values[index] {
+                    ehk_values[index] = HashKey::from_decimal(explicit_hash_keys[index])
+                        .map_or(Cached::Invalid, Cached::Valid);
+                }
+                match ehk_values[index] {
+                    Cached::Valid(key) => Some(key),
+                    // Not a hash key at all: outside any range.
+                    _ if shard_range.is_some() => {
+                        outside += 1;
+                        continue;
+                    }
+                    _ => return None,
+                }
+            }
+        };
+        if let Some(range) = shard_range {
+            let hash_key = match explicit_hash_key {
+                Some(key) => key,
+                None => *pk_hashes[pk_index].get_or_insert_with(|| {
+                    HashKey::from_partition_key_bytes(partition_keys[pk_index].as_bytes())
+                }),
+            };
+            if !range.contains(hash_key) {
+                outside += 1;
+                continue;
+            }
+        }
+        if outside > 0 {
+            // The aggregate is lost to the filter already; only count from here on.
+            continue;
+        }
+        records.push(KinesisClientRecord {
+            sequence_number: record.sequence_number.clone(),
+            sub_sequence_number: Some(sub_sequence_number),
+            partition_key: Arc::clone(&partition_keys[pk_index]),
+            explicit_hash_key,
+            data: data.slice(raw.data.0..raw.data.1),
+            approximate_arrival: record.approximate_arrival,
+        });
+    }
+
+    if outside > 0 {
+        return Some(Deaggregated {
+            records: Vec::new(),
+            outcome: DeaggregationOutcome::FilteredOut { dropped: record_count, outside },
+            compression: None,
+        });
+    }
+    Some(Deaggregated { records, outcome: DeaggregationOutcome::Aggregated, compression: None })
+}
+
+/// Reads a `Record` message laid out as encoders write it: `partition_key_index`, then
+/// `explicit_hash_key_index` if present, then `data`, ending the message. `None` for any
+/// other layout, which [`parse_record`] reads instead.
+#[inline]
+fn read_record(buf: &[u8], start: usize, end: usize) -> Option<RawRecord> {
+    let mut cursor = Cursor::new(buf, start, end);
+    if !cursor.eat(TAG_PARTITION_KEY_INDEX) {
+        return None;
+    }
+    let partition_key_index = cursor.varint().ok()?;
+    let explicit_hash_key_index =
+        if cursor.eat(TAG_EXPLICIT_HASH_KEY_INDEX) { Some(cursor.varint().ok()?) } else { None };
+    if !cursor.eat(TAG_DATA) {
+        return None;
+    }
+    let (from, to) = cursor.len_delimited().ok()?;
+    (to == end).then_some(RawRecord {
+        partition_key_index,
+        explicit_hash_key_index,
+        data: (from, to),
+    })
 }
 
 fn parse_aggregated_record(
@@ -777,5 +941,82 @@ mod tests {
         ));
         assert_eq!(out.compression, Some(Codec::Gzip));
         assert_eq!(out.records[0].data, aggregate);
+    }
+
+    /// The two-pass decoder and the thorough one agree on every message the fast one
+    /// accepts; the fast one accepts every valid aggregate an encoder writes.
+    mod fast_and_thorough_agree {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn thorough(
+            input: &KinesisRecord,
+            range: Option<HashKeyRange>,
+        ) -> Result<Deaggregated, CorruptRecord> {
+            let end = input.data.len() - DIGEST_LEN;
+            let parsed = parse_aggregated_record(&input.data, MAGIC.len(), end)
+                .map_err(CorruptRecord::Protobuf)?;
+            expand(input, &input.data, &parsed, range)
+        }
+
+        fn fast(input: &KinesisRecord, range: Option<HashKeyRange>) -> Option<Deaggregated> {
+            let end = input.data.len() - DIGEST_LEN;
+            decode_valid(input, &input.data, end, range)
+        }
+
+        fn same(a: &Deaggregated, b: &Deaggregated) -> bool {
+            let outcome = match (&a.outcome, &b.outcome) {
+                (DeaggregationOutcome::Aggregated, DeaggregationOutcome::Aggregated) => true,
+                (
+                    DeaggregationOutcome::FilteredOut { dropped, outside },
+                    DeaggregationOutcome::FilteredOut { dropped: d, outside: o },
+                ) => dropped == d && outside == o,
+                _ => false,
+            };
+            outcome && a.records == b.records
+        }
+
+        proptest! {
+            #[test]
+            fn on_mutated_aggregates(
+                records in vec(
+                    ("[a-c]{1,3}", proptest::option::of(0u128..4), vec(any::<u8>(), 0..20)),
+                    0..12,
+                ),
+                flips in vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+                narrow in any::<bool>(),
+            ) {
+                let mut builder = AggregateBuilder::new();
+                for (key_text, ehk, data) in records {
+                    let mut record = UserRecord::new(key(&key_text), data);
+                    record.explicit_hash_key = ehk.map(HashKey);
+                    builder.push(record);
+                }
+                let encoded = builder.finish();
+                let mut protobuf = encoded[MAGIC.len()..encoded.len() - DIGEST_LEN].to_vec();
+                let unchanged = flips.is_empty() || protobuf.is_empty();
+                if !protobuf.is_empty() {
+                    for (at, byte) in flips {
+                        let at = at.index(protobuf.len());
+                        protobuf[at] ^= byte | 1;
+                    }
+                }
+                let input = kinesis_record(frame(&protobuf));
+                let narrow = narrow.then(|| HashKeyRange::new(HashKey(0), HashKey(2)).unwrap());
+                for range in [None, Some(HashKeyRange::FULL), narrow] {
+                    let fast = fast(&input, range);
+                    let thorough = thorough(&input, range);
+                    if unchanged {
+                        prop_assert!(fast.is_some());
+                    }
+                    if let Some(fast) = fast {
+                        let thorough = thorough.expect("the thorough decoder accepts it too");
+                        prop_assert!(same(&fast, &thorough), "{:?} / {:?}", fast, thorough);
+                    }
+                }
+            }
+        }
     }
 }

@@ -56,6 +56,7 @@ pub(super) fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
 /// A cursor over a protobuf message held in `buf[pos..end]`; positions are absolute in
 /// `buf`, so the decoder can slice the input `Bytes` with them.
 pub(super) struct Cursor<'a> {
+    /// The input up to the end of the message: reads past `end` fail as out of bounds.
     buf: &'a [u8],
     pos: usize,
     end: usize,
@@ -63,22 +64,50 @@ pub(super) struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     /// A cursor over `buf[start..end]`; the caller guarantees `start <= end <= buf.len()`.
+    #[inline]
     pub(super) fn new(buf: &'a [u8], start: usize, end: usize) -> Self {
         debug_assert!(start <= end && end <= buf.len());
-        Self { buf, pos: start, end }
+        Self { buf: &buf[..end], pos: start, end }
     }
 
     /// Whether the whole message has been read.
+    #[inline]
     pub(super) fn is_done(&self) -> bool {
         self.pos >= self.end
     }
 
+    /// Where the cursor is (absolute).
+    #[inline]
+    pub(super) fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Moves past the next byte if it is `byte`.
+    #[inline]
+    pub(super) fn eat(&mut self, byte: u8) -> bool {
+        let next = self.buf.get(self.pos) == Some(&byte);
+        self.pos += usize::from(next);
+        next
+    }
+
     /// Reads a varint. Like protobuf-java, a tenth byte's bits beyond 64 are dropped; an
     /// eleventh byte is an error.
+    #[inline]
     pub(super) fn varint(&mut self) -> Result<u64, ProtobufError> {
+        // Fast path: one byte (small indexes, lengths below 128).
+        if let Some(&byte) = self.buf.get(self.pos)
+            && byte < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(byte));
+        }
+        self.varint_slow()
+    }
+
+    fn varint_slow(&mut self) -> Result<u64, ProtobufError> {
         let mut value: u64 = 0;
         for i in 0..10 {
-            let Some(&byte) = self.buf[..self.end].get(self.pos) else {
+            let Some(&byte) = self.buf.get(self.pos) else {
                 return Err(ProtobufError::Truncated);
             };
             self.pos += 1;
@@ -91,9 +120,10 @@ impl<'a> Cursor<'a> {
     }
 
     /// Reads a field key: `(field number, wire type)`.
+    #[inline]
     pub(super) fn key(&mut self) -> Result<(u32, u8), ProtobufError> {
         // Fast path: every field this format defines has a one-byte key.
-        if let Some(&byte) = self.buf[..self.end].get(self.pos)
+        if let Some(&byte) = self.buf.get(self.pos)
             && byte < 0x80
         {
             self.pos += 1;
@@ -112,6 +142,7 @@ impl<'a> Cursor<'a> {
 
     /// Reads the length of a length-delimited field and returns the absolute range of its
     /// payload, moving past it.
+    #[inline]
     pub(super) fn len_delimited(&mut self) -> Result<(usize, usize), ProtobufError> {
         let len = self.varint()?;
         let remaining = self.end - self.pos;
