@@ -10,8 +10,8 @@ use std::str;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use md5::{Digest, Md5};
 
+use super::digest::Digesting;
 use super::wire::{
     Cursor, TAG_DATA, TAG_EXPLICIT_HASH_KEY_INDEX, TAG_PARTITION_KEY_INDEX, WIRE_LEN, WIRE_VARINT,
 };
@@ -177,17 +177,24 @@ pub fn deaggregate_with_limit(
         }
     };
 
-    match check_frame(&data) {
-        Ok(false) => return plain(record, data, codec, DeaggregationOutcome::Plain),
-        Ok(true) => {}
-        Err(reason) => {
-            return plain(record, data, codec, DeaggregationOutcome::PassedThrough(reason));
-        }
+    if !data.starts_with(&MAGIC) {
+        return plain(record, data, codec, DeaggregationOutcome::Plain);
+    }
+    if data.len() <= FIXED_OVERHEAD {
+        let reason = CorruptRecord::TooShort;
+        return plain(record, data, codec, DeaggregationOutcome::PassedThrough(reason));
     }
     let protobuf_end = data.len() - DIGEST_LEN;
-    // A valid aggregate decodes in two light passes; anything else (including every corrupt
-    // aggregate) takes the thorough path, which says exactly what is wrong.
-    if let Some(deaggregated) = decode_valid(record, &data, protobuf_end, shard_range) {
+    // A valid aggregate decodes in two light passes, digested on the way; anything else
+    // (including every corrupt aggregate) takes the thorough path, which says exactly what
+    // is wrong. Nothing decoded is handed out before the digest has been checked.
+    let mut digest = Digesting::new(MAGIC.len());
+    let decoded = decode_valid(record, &data, protobuf_end, shard_range, &mut digest);
+    if digest.finish(&data, protobuf_end) != data[protobuf_end..] {
+        let reason = CorruptRecord::DigestMismatch;
+        return plain(record, data, codec, DeaggregationOutcome::PassedThrough(reason));
+    }
+    if let Some(deaggregated) = decoded {
         return Deaggregated { compression: codec, ..deaggregated };
     }
     let parsed = match parse_aggregated_record(&data, MAGIC.len(), protobuf_end) {
@@ -235,28 +242,14 @@ struct RawRecord {
     data: (usize, usize),
 }
 
-/// `Ok(false)`: not an aggregate. `Ok(true)`: magic, a protobuf and its correct digest.
-/// `Err`: looks like an aggregate but is too short or fails the digest.
-fn check_frame(data: &[u8]) -> Result<bool, CorruptRecord> {
-    if !data.starts_with(&MAGIC) {
-        return Ok(false);
-    }
-    if data.len() <= FIXED_OVERHEAD {
-        return Err(CorruptRecord::TooShort);
-    }
-    let end = data.len() - DIGEST_LEN;
-    let protobuf = &data[MAGIC.len()..end];
-    if Md5::digest(protobuf).as_slice() != &data[end..] {
-        return Err(CorruptRecord::DigestMismatch);
-    }
-    Ok(true)
-}
-
 /// Decodes the `AggregatedRecord` in `data[MAGIC.len()..end]` if it is valid and every user
 /// record can be delivered or the aggregate is filtered out; `None` for anything else (a
 /// protobuf error, an index out of range, an unusable explicit hash key without a range),
 /// which [`parse_aggregated_record`] and [`expand`] then diagnose. When this returns
 /// `Some`, they would return the same.
+///
+/// Runs before the digest is checked (it feeds `digest` as it reads), so it must not
+/// assume anything about the bytes; the caller discards the result if the digest fails.
 ///
 /// First pass: the key tables (fields may come in any order, so they are only known once
 /// the whole message has been read) and the number of records. Second pass: the records,
@@ -268,6 +261,7 @@ fn decode_valid(
     data: &Bytes,
     end: usize,
     shard_range: Option<HashKeyRange>,
+    digest: &mut Digesting,
 ) -> Option<Deaggregated> {
     let buf = &data[..];
     let mut partition_keys: Vec<Arc<str>> = Vec::new();
@@ -311,6 +305,7 @@ fn decode_valid(
                 continue;
             }
         };
+        digest.advance(buf, to);
         let raw = match read_record(buf, from, to) {
             Some(raw) => raw,
             None => parse_record(buf, from, to).ok()?,
@@ -581,6 +576,8 @@ fn expand(
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime};
+
+    use md5::{Digest, Md5};
 
     use super::*;
     use crate::aggregation::{AggregateBuilder, UserRecord};
@@ -963,7 +960,10 @@ mod tests {
 
         fn fast(input: &KinesisRecord, range: Option<HashKeyRange>) -> Option<Deaggregated> {
             let end = input.data.len() - DIGEST_LEN;
-            decode_valid(input, &input.data, end, range)
+            let mut digest = Digesting::new(MAGIC.len());
+            let out = decode_valid(input, &input.data, end, range, &mut digest);
+            assert_eq!(digest.finish(&input.data, end), input.data[end..]);
+            out
         }
 
         fn same(a: &Deaggregated, b: &Deaggregated) -> bool {

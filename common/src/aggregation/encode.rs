@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::OnceLock;
 
+use super::digest::Digesting;
 use super::wire::{
     TAG_DATA, TAG_EXPLICIT_HASH_KEY_INDEX, TAG_EXPLICIT_HASH_KEY_TABLE, TAG_PARTITION_KEY_INDEX,
     TAG_PARTITION_KEY_TABLE, TAG_RECORDS, len_field_len, put_varint, varint_len,
@@ -14,7 +15,6 @@ use super::wire::{
 use super::{FIXED_OVERHEAD, MAGIC, UserRecord};
 use crate::{HashKey, PartitionKey};
 use bytes::Bytes;
-use md5::{Digest, Md5};
 
 /// A user record that [`AggregateBuilder::try_push`] did not take because the aggregate would
 /// have grown past the limit. The record is handed back.
@@ -190,6 +190,8 @@ impl AggregateBuilder {
             put_varint(&mut buf, text.len() as u64);
             buf.extend_from_slice(text);
         }
+        // The digest follows the writing, so that MD5 and the copying overlap.
+        let mut digest = Digesting::new(MAGIC.len());
         for (record, &indexes) in self.records.iter().zip(&self.indexes) {
             let data = &record.data[..];
             let pk_index = indexes.partition_key;
@@ -222,9 +224,10 @@ impl AggregateBuilder {
                 buf.extend_from_slice(head.as_slice());
             }
             buf.extend_from_slice(data);
+            digest.advance(&buf, buf.len());
         }
 
-        let digest = Md5::digest(&buf[MAGIC.len()..]);
+        let digest = digest.finish(&buf, buf.len());
         buf.extend_from_slice(&digest);
         debug_assert_eq!(buf.len(), total, "size accounting out of step with the encoding");
         Bytes::from(buf)
@@ -587,6 +590,8 @@ fn decimal(mut value: u128, out: &mut [u8; 39]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
+    use md5::{Digest, Md5};
+
     use super::*;
 
     fn key(text: &str) -> PartitionKey {

@@ -43,6 +43,7 @@
 //! looks for an aggregate.
 
 mod decode;
+mod digest;
 mod encode;
 mod wire;
 
