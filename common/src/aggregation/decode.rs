@@ -17,7 +17,7 @@ use super::wire::{
 };
 use super::{DIGEST_LEN, FIXED_OVERHEAD, KinesisClientRecord, MAGIC};
 use crate::compression::{self, Codec, EnvelopeError};
-use crate::{HashKey, HashKeyRange, KinesisRecord};
+use crate::{HashKey, HashKeyRange, KinesisRecord, SharedStr};
 
 /// What [`deaggregate`] made of one Kinesis record.
 #[derive(Debug, Clone)]
@@ -220,7 +220,7 @@ fn plain(
     let user_record = KinesisClientRecord {
         sequence_number: record.sequence_number.clone(),
         sub_sequence_number: None,
-        partition_key: Arc::from(record.partition_key.as_str()),
+        partition_key: SharedStr::from(record.partition_key.as_str()),
         explicit_hash_key: None,
         data,
         approximate_arrival: record.approximate_arrival,
@@ -264,7 +264,10 @@ fn decode_valid(
     digest: &mut Digesting,
 ) -> Option<Deaggregated> {
     let buf = &data[..];
-    let mut partition_keys: Vec<Arc<str>> = Vec::new();
+    // All partition keys, one after the other, and where each ends: one allocation for the
+    // whole table, which every record's key is a part of.
+    let mut key_bytes: Vec<u8> = Vec::new();
+    let mut key_ends: Vec<usize> = Vec::new();
     let mut explicit_hash_keys: Vec<&str> = Vec::new();
     let mut record_count = 0;
     let mut first_record = end;
@@ -272,9 +275,10 @@ fn decode_valid(
     while !cursor.is_done() {
         let field_start = cursor.position();
         match cursor.key().ok()? {
-            // Each distinct key is copied once; its records share it.
             (1, WIRE_LEN) => {
-                partition_keys.push(Arc::from(utf8(buf, cursor.len_delimited().ok()?).ok()?))
+                let (from, to) = cursor.len_delimited().ok()?;
+                key_bytes.extend_from_slice(&buf[from..to]);
+                key_ends.push(key_bytes.len());
             }
             (2, WIRE_LEN) => explicit_hash_keys.push(utf8(buf, cursor.len_delimited().ok()?).ok()?),
             (3, WIRE_LEN) => {
@@ -286,12 +290,24 @@ fn decode_valid(
         }
     }
 
-    let pk_count = partition_keys.len() as u64;
+    // The keys are valid UTF-8 each if and only if their concatenation is and every key
+    // ends on a character boundary of it; checked at once, which is cheaper than key by key.
+    let key_text = String::from_utf8(key_bytes).ok()?;
+    if !key_ends.iter().all(|&end| key_text.is_char_boundary(end)) {
+        return None;
+    }
+    let key_text: Arc<str> = Arc::from(key_text);
+    let key_range = |index: usize| {
+        let start = if index == 0 { 0 } else { key_ends[index - 1] };
+        start..key_ends[index]
+    };
+
+    let pk_count = key_ends.len() as u64;
     let ehk_count = explicit_hash_keys.len() as u64;
     // Hash keys are needed only for the range check; each table entry is hashed or parsed
     // at most once.
     let mut pk_hashes: Vec<Option<HashKey>> =
-        if shard_range.is_some() { vec![None; partition_keys.len()] } else { Vec::new() };
+        if shard_range.is_some() { vec![None; key_ends.len()] } else { Vec::new() };
     let mut ehk_values = vec![Cached::Unknown; explicit_hash_keys.len()];
     let mut records = Vec::with_capacity(record_count);
     let mut outside = 0;
@@ -340,7 +356,7 @@ fn decode_valid(
             let hash_key = match explicit_hash_key {
                 Some(key) => key,
                 None => *pk_hashes[pk_index].get_or_insert_with(|| {
-                    HashKey::from_partition_key_bytes(partition_keys[pk_index].as_bytes())
+                    HashKey::from_partition_key_bytes(key_text[key_range(pk_index)].as_bytes())
                 }),
             };
             if !range.contains(hash_key) {
@@ -355,7 +371,7 @@ fn decode_valid(
         records.push(KinesisClientRecord {
             sequence_number: record.sequence_number.clone(),
             sub_sequence_number: Some(sub_sequence_number),
-            partition_key: Arc::clone(&partition_keys[pk_index]),
+            partition_key: SharedStr::part(&key_text, key_range(pk_index)),
             explicit_hash_key,
             data: data.slice(raw.data.0..raw.data.1),
             approximate_arrival: record.approximate_arrival,
@@ -511,7 +527,7 @@ fn expand(
     let mut records = Vec::with_capacity(parsed.records.len());
     let mut outside = 0;
     // Each distinct key is copied once; its records share it.
-    let mut shared_keys: Vec<Option<Arc<str>>> = vec![None; pk_count];
+    let mut shared_keys: Vec<Option<SharedStr>> = vec![None; pk_count];
     for (position, raw) in parsed.records.iter().enumerate() {
         // Both indexes were checked above.
         let pk_index = raw.partition_key_index as usize;
@@ -554,9 +570,9 @@ fn expand(
         records.push(KinesisClientRecord {
             sequence_number: record.sequence_number.clone(),
             sub_sequence_number: Some(position as u64),
-            partition_key: Arc::clone(
-                shared_keys[pk_index].get_or_insert_with(|| Arc::from(partition_key)),
-            ),
+            partition_key: shared_keys[pk_index]
+                .get_or_insert_with(|| SharedStr::from(partition_key))
+                .clone(),
             explicit_hash_key,
             data: data.slice(raw.data.0..raw.data.1),
             approximate_arrival: record.approximate_arrival,
@@ -624,6 +640,22 @@ mod tests {
         assert_eq!(only.hash_key(), HashKey::from_partition_key_bytes(b"outer"));
         assert_eq!(only.sequence_number, input.sequence_number);
         assert_eq!(only.approximate_arrival, input.approximate_arrival);
+    }
+
+    #[test]
+    fn records_share_their_keys_text() {
+        let records = [
+            UserRecord::new(key("ключ"), "1"),
+            UserRecord::new(key("k"), "2"),
+            UserRecord::new(key("ключ"), "3"),
+            UserRecord::new(key("ß"), "4"),
+        ];
+        let out = deaggregate(&kinesis_record(aggregate(&records)), Some(HashKeyRange::FULL));
+        let keys: Vec<&str> = out.records.iter().map(|r| &*r.partition_key).collect();
+        assert_eq!(keys, ["ключ", "k", "ключ", "ß"]);
+        for (got, want) in out.records.iter().zip(&records) {
+            assert_eq!(got.hash_key(), want.hash_key());
+        }
     }
 
     #[test]
@@ -725,6 +757,8 @@ mod tests {
             (&[0x0A, 1, b'k', 0x1A, 2, 0x1A, 0], MissingRequiredField("partition_key_index")),
             // Partition key that is not UTF-8.
             (&[0x0A, 2, 0xFF, 0xFE, 0x1A, 4, 0x08, 0, 0x1A, 0], InvalidUtf8),
+            // Two keys, each half of "é": invalid alone, valid one after the other.
+            (&[0x0A, 1, 0xC3, 0x0A, 1, 0xA9, 0x1A, 4, 0x08, 0, 0x1A, 0], InvalidUtf8),
             // Explicit hash key that is not UTF-8.
             (&[0x0A, 1, b'k', 0x12, 1, 0xC0, 0x1A, 4, 0x08, 0, 0x1A, 0], InvalidUtf8),
             // Record length past the end.
