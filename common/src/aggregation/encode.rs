@@ -110,7 +110,7 @@ impl AggregateBuilder {
     /// The exact length [`finish`](Self::finish) would return after pushing `record`, without
     /// changing anything. Costs a table lookup (hashing the partition key), not an encoding.
     pub fn encoded_len_with(&self, record: &UserRecord) -> usize {
-        self.encoded_len() + self.place(record).added_len
+        self.encoded_len() + self.place(&self.records, record).added_len
     }
 
     /// Adds `record` at the end.
@@ -120,8 +120,10 @@ impl AggregateBuilder {
     /// If the aggregate already holds `u32::MAX - 1` user records (hundreds of gigabytes of
     /// them; an aggregate Kinesis accepts holds at most a few million).
     pub fn push(&mut self, record: UserRecord) {
-        let placement = self.place(&record);
-        self.commit(placement, record);
+        // The record moves once, into place; everything else refers to it there.
+        self.records.push(record);
+        let placement = self.place_last();
+        self.commit_last(placement);
     }
 
     /// Adds `record` at the end if the aggregate then stays within `max_bytes` encoded bytes;
@@ -132,12 +134,14 @@ impl AggregateBuilder {
     ///
     /// As [`push`](Self::push), if the aggregate already holds `u32::MAX - 1` user records.
     pub fn try_push(&mut self, record: UserRecord, max_bytes: usize) -> Result<(), Rejected> {
-        let placement = self.place(&record);
+        self.records.push(record);
+        let placement = self.place_last();
         let encoded_len = self.encoded_len() + placement.added_len;
         if encoded_len > max_bytes {
+            let record = self.records.pop().expect("pushed above");
             return Err(Rejected { record, encoded_len, max_bytes });
         }
-        self.commit(placement, record);
+        self.commit_last(placement);
         Ok(())
     }
 
@@ -233,11 +237,18 @@ impl AggregateBuilder {
         Bytes::from(buf)
     }
 
+    /// Where the last record of `self.records`, not yet committed, goes.
     #[inline(always)]
-    fn place(&self, record: &UserRecord) -> Placement {
+    fn place_last(&self) -> Placement {
+        let (record, before) = self.records.split_last().expect("a record was pushed");
+        self.place(before, record)
+    }
+
+    /// Where `record` would go after `records` (the records committed so far).
+    #[inline(always)]
+    fn place(&self, records: &[UserRecord], record: &UserRecord) -> Placement {
         let mut added_len = 0;
-        let partition_key =
-            self.partition_keys.find(&self.records, &self.indexes, &record.partition_key);
+        let partition_key = self.partition_keys.find(records, &self.indexes, &record.partition_key);
         let partition_key_index = match partition_key.index {
             Some(index) => index,
             None => {
@@ -255,30 +266,34 @@ impl AggregateBuilder {
                 }
             },
         };
-        added_len += len_field_len(record_body_len(
-            partition_key_index,
-            explicit_hash_key_index,
-            record.data.len(),
-        ));
+        let data_len = record.data.len();
+        added_len += if partition_key_index < 0x80
+            && explicit_hash_key_index.is_none()
+            && data_len < 0x7C
+        {
+            // The usual small record: every varint one byte, six bytes before the data.
+            6 + data_len
+        } else {
+            len_field_len(record_body_len(partition_key_index, explicit_hash_key_index, data_len))
+        };
         Placement { partition_key, explicit_hash_key_index, new_explicit_hash_key, added_len }
     }
 
+    /// Enters the last record of `self.records` in the tables, where `placement` says.
     #[inline(always)]
-    fn commit(&mut self, placement: Placement, record: UserRecord) {
+    fn commit_last(&mut self, placement: Placement) {
         // Record positions and table indexes are kept as `u32`; `NO_INDEX` stays free.
-        assert!(self.records.len() < NO_INDEX as usize - 1, "aggregate holds too many records");
-        let position = self.records.len() as u32;
+        let position = self.records.len() - 1;
+        assert!(position < NO_INDEX as usize - 1, "aggregate holds too many records");
+        let position = position as u32;
         let partition_key = match placement.partition_key.index {
             Some(index) => index,
-            None => self.partition_keys.insert(
-                &placement.partition_key,
-                &self.records,
-                &record.partition_key,
-                position,
-            ),
+            None => self.partition_keys.insert(&placement.partition_key, &self.records, position),
         };
-        let explicit_hash_key = match (record.explicit_hash_key, placement.explicit_hash_key_index)
-        {
+        let explicit_hash_key = match (
+            self.records[position as usize].explicit_hash_key,
+            placement.explicit_hash_key_index,
+        ) {
             (Some(hash_key), Some(index)) => {
                 if placement.new_explicit_hash_key {
                     self.explicit_hash_key_table.push(hash_key);
@@ -289,7 +304,6 @@ impl AggregateBuilder {
             _ => NO_INDEX,
         };
         self.indexes.push(Indexes { partition_key, explicit_hash_key });
-        self.records.push(record);
         self.protobuf_len += placement.added_len;
     }
 }
@@ -372,16 +386,10 @@ impl PartitionKeyTable {
         }
     }
 
-    /// Adds a key that [`find`](Self::find) did not find, first used by record `position`
-    /// (which is not in `records` yet); returns its table index.
+    /// Adds the key of `records[position]`, which [`find`](Self::find) did not find, as used
+    /// first by that record; returns its table index.
     #[inline]
-    fn insert(
-        &mut self,
-        lookup: &Lookup,
-        records: &[UserRecord],
-        key: &PartitionKey,
-        position: u32,
-    ) -> u32 {
+    fn insert(&mut self, lookup: &Lookup, records: &[UserRecord], position: u32) -> u32 {
         let index = self.first_use.len() as u32;
         self.first_use.push(position);
         let slot = (lookup.hash >> 32) << 32 | u64::from(index + 1);
@@ -397,7 +405,7 @@ impl PartitionKeyTable {
         }
         if probes > FLOOD_PROBES && !self.hasher.is_hardened() {
             self.hasher.harden();
-            self.rehash(records, key);
+            self.rehash(records);
         }
         index
     }
@@ -417,14 +425,12 @@ impl PartitionKeyTable {
         longest
     }
 
-    /// Hashes every key again (after the hasher changed) into slots as many as before. The
-    /// last entry's key is `last`, whose record is not in `records` yet.
+    /// Hashes every key again (after the hasher changed) into slots as many as before.
     #[cold]
-    fn rehash(&mut self, records: &[UserRecord], last: &PartitionKey) {
+    fn rehash(&mut self, records: &[UserRecord]) {
         self.slots.fill(0);
         for (index, &first) in self.first_use.iter().enumerate() {
-            let key = records.get(first as usize).map_or(last, |record| &record.partition_key);
-            let hash = self.hasher.hash(key.as_bytes());
+            let hash = self.hasher.hash(records[first as usize].partition_key.as_bytes());
             let (_, at, _) = self.probe(hash, |_| false);
             self.slots[at] = (hash >> 32) << 32 | (index as u64 + 1);
         }
