@@ -393,6 +393,19 @@ fn decode_valid(
 /// other layout, which [`parse_record`] reads instead.
 #[inline]
 fn read_record(buf: &[u8], start: usize, end: usize) -> Option<RawRecord> {
+    // The most common case: a one-byte key index and a data length below 128.
+    if let Some(&[TAG_PARTITION_KEY_INDEX, index, TAG_DATA, len]) = buf.get(start..start + 4)
+        && index < 0x80
+        && len < 0x80
+        && start + 4 + usize::from(len) == end
+    {
+        let partition_key_index = u64::from(index);
+        return Some(RawRecord {
+            partition_key_index,
+            explicit_hash_key_index: None,
+            data: (start + 4, end),
+        });
+    }
     let mut cursor = Cursor::new(buf, start, end);
     if !cursor.eat(TAG_PARTITION_KEY_INDEX) {
         return None;
