@@ -1,7 +1,8 @@
 //! What both the producer and the consumer of this toolkit use, and nothing else:
 //!
 //! - identifiers and units: [`StreamName`], [`ShardId`], [`PartitionKey`], [`HashKey`],
-//!   [`HashKeyRange`], [`SequenceNumber`], [`ExtendedSequenceNumber`];
+//!   [`HashKeyRange`], [`SequenceNumber`], [`ExtendedSequenceNumber`], and [`SharedStr`]
+//!   for text many records share;
 //! - the KPL aggregation codec ([`aggregation`]), byte-compatible with the Kinesis Producer
 //!   Library and the Kinesis Client Library;
 //! - the compression envelope ([`compression`]);
@@ -17,6 +18,7 @@ pub mod compression;
 mod hash;
 mod names;
 mod sequence;
+mod text;
 
 #[cfg(feature = "test-util")]
 pub mod fake;
@@ -31,6 +33,7 @@ pub use api::{
 pub use hash::{HashKey, HashKeyRange};
 pub use names::{ConsumerName, PartitionKey, ShardId, StreamName};
 pub use sequence::{ExtendedSequenceNumber, SequenceNumber};
+pub use text::SharedStr;
 
 /// What was wrong with a value given to one of this crate's constructors.
 ///

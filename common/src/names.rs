@@ -147,6 +147,33 @@ impl PartitionKey {
         self.0.len()
     }
 
+    /// Whether both keys have the same text; cheap when they share it (clones of one key)
+    /// and, for keys of equal length, when their first 16 bytes tell them apart.
+    #[inline]
+    pub(crate) fn same_as(&self, other: &Self) -> bool {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return true;
+        }
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        // Two overlapping words cover 4 to 16 bytes; longer keys are compared in full only
+        // when their first 16 bytes agree.
+        let word = |bytes: &[u8], at: usize| {
+            u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
+        };
+        let half = |bytes: &[u8], at: usize| {
+            u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes"))
+        };
+        match a.len() {
+            0..4 => a == b,
+            len @ 4..8 => half(a, 0) == half(b, 0) && half(a, len - 4) == half(b, len - 4),
+            len @ 8..=16 => word(a, 0) == word(b, 0) && word(a, len - 8) == word(b, len - 8),
+            _ => word(a, 0) == word(b, 0) && word(a, 8) == word(b, 8) && a[16..] == b[16..],
+        }
+    }
+
     /// The key's text as an owned string.
     pub fn into_string(self) -> String {
         self.0.as_ref().to_owned()

@@ -89,6 +89,7 @@ pub use checkpoint::{CheckpointError, Checkpointer};
 pub use config::{ConsumerConfig, InitialPosition, PollingSettings, Retrieval};
 pub use consumer::{Consumer, ConsumerBuilder, FatalError, RunError, StartError};
 pub use dedup::{Deduplicator, RecordKey};
+pub use kinesis_common::SharedStr;
 pub use kinesis_common::aggregation::KinesisClientRecord;
 pub use lease::{
     CreateOutcome, DynamoLeaseStore, InvalidItem, Lease, LeaseScan, LeaseStore, LeaseStoreError,

@@ -10,12 +10,14 @@ use std::str;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use md5::{Digest, Md5};
 
-use super::wire::{Cursor, WIRE_LEN, WIRE_VARINT};
+use super::digest::Digesting;
+use super::wire::{
+    Cursor, TAG_DATA, TAG_EXPLICIT_HASH_KEY_INDEX, TAG_PARTITION_KEY_INDEX, WIRE_LEN, WIRE_VARINT,
+};
 use super::{DIGEST_LEN, FIXED_OVERHEAD, KinesisClientRecord, MAGIC};
 use crate::compression::{self, Codec, EnvelopeError};
-use crate::{HashKey, HashKeyRange, KinesisRecord};
+use crate::{HashKey, HashKeyRange, KinesisRecord, SharedStr};
 
 /// What [`deaggregate`] made of one Kinesis record.
 #[derive(Debug, Clone)]
@@ -175,10 +177,30 @@ pub fn deaggregate_with_limit(
         }
     };
 
-    let parsed = match parse(&data) {
-        Ok(None) => return plain(record, data, codec, DeaggregationOutcome::Plain),
-        Ok(Some(parsed)) => parsed,
-        Err(reason) => {
+    if !data.starts_with(&MAGIC) {
+        return plain(record, data, codec, DeaggregationOutcome::Plain);
+    }
+    if data.len() <= FIXED_OVERHEAD {
+        let reason = CorruptRecord::TooShort;
+        return plain(record, data, codec, DeaggregationOutcome::PassedThrough(reason));
+    }
+    let protobuf_end = data.len() - DIGEST_LEN;
+    // A valid aggregate decodes in two light passes, digested on the way; anything else
+    // (including every corrupt aggregate) takes the thorough path, which says exactly what
+    // is wrong. Nothing decoded is handed out before the digest has been checked.
+    let mut digest = Digesting::new(MAGIC.len());
+    let decoded = decode_valid(record, &data, protobuf_end, shard_range, &mut digest);
+    if digest.finish(&data, protobuf_end) != data[protobuf_end..] {
+        let reason = CorruptRecord::DigestMismatch;
+        return plain(record, data, codec, DeaggregationOutcome::PassedThrough(reason));
+    }
+    if let Some(deaggregated) = decoded {
+        return Deaggregated { compression: codec, ..deaggregated };
+    }
+    let parsed = match parse_aggregated_record(&data, MAGIC.len(), protobuf_end) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            let reason = CorruptRecord::Protobuf(error);
             return plain(record, data, codec, DeaggregationOutcome::PassedThrough(reason));
         }
     };
@@ -198,7 +220,7 @@ fn plain(
     let user_record = KinesisClientRecord {
         sequence_number: record.sequence_number.clone(),
         sub_sequence_number: None,
-        partition_key: Arc::from(record.partition_key.as_str()),
+        partition_key: SharedStr::from(record.partition_key.as_str()),
         explicit_hash_key: None,
         data,
         approximate_arrival: record.approximate_arrival,
@@ -220,20 +242,186 @@ struct RawRecord {
     data: (usize, usize),
 }
 
-/// `Ok(None)`: not an aggregate. `Err`: looks like one but is corrupt.
-fn parse(data: &[u8]) -> Result<Option<Parsed<'_>>, CorruptRecord> {
-    if !data.starts_with(&MAGIC) {
-        return Ok(None);
+/// Decodes the `AggregatedRecord` in `data[MAGIC.len()..end]` if it is valid and every user
+/// record can be delivered or the aggregate is filtered out; `None` for anything else (a
+/// protobuf error, an index out of range, an unusable explicit hash key without a range),
+/// which [`parse_aggregated_record`] and [`expand`] then diagnose. When this returns
+/// `Some`, they would return the same.
+///
+/// Runs before the digest is checked (it feeds `digest` as it reads), so it must not
+/// assume anything about the bytes; the caller discards the result if the digest fails.
+///
+/// First pass: the key tables (fields may come in any order, so they are only known once
+/// the whole message has been read) and the number of records. Second pass: the records,
+/// each straight into its output record; the usual layout (`partition_key_index`, then
+/// `explicit_hash_key_index` if any, then `data`, nothing else) is read without the generic
+/// field loop.
+fn decode_valid(
+    record: &KinesisRecord,
+    data: &Bytes,
+    end: usize,
+    shard_range: Option<HashKeyRange>,
+    digest: &mut Digesting,
+) -> Option<Deaggregated> {
+    let buf = &data[..];
+    // All partition keys, one after the other, and where each ends: one allocation for the
+    // whole table, which every record's key is a part of.
+    let mut key_bytes: Vec<u8> = Vec::new();
+    let mut key_ends: Vec<usize> = Vec::new();
+    let mut explicit_hash_keys: Vec<&str> = Vec::new();
+    let mut record_count = 0;
+    let mut first_record = end;
+    let mut cursor = Cursor::new(buf, MAGIC.len(), end);
+    while !cursor.is_done() {
+        let field_start = cursor.position();
+        match cursor.key().ok()? {
+            (1, WIRE_LEN) => {
+                let (from, to) = cursor.len_delimited().ok()?;
+                key_bytes.extend_from_slice(&buf[from..to]);
+                key_ends.push(key_bytes.len());
+            }
+            (2, WIRE_LEN) => explicit_hash_keys.push(utf8(buf, cursor.len_delimited().ok()?).ok()?),
+            (3, WIRE_LEN) => {
+                cursor.len_delimited().ok()?;
+                first_record = first_record.min(field_start);
+                record_count += 1;
+            }
+            (_, wire_type) => cursor.skip(wire_type).ok()?,
+        }
     }
-    if data.len() <= FIXED_OVERHEAD {
-        return Err(CorruptRecord::TooShort);
+
+    // The keys are valid UTF-8 each if and only if their concatenation is and every key
+    // ends on a character boundary of it; checked at once, which is cheaper than key by key.
+    let key_text = String::from_utf8(key_bytes).ok()?;
+    if !key_ends.iter().all(|&end| key_text.is_char_boundary(end)) {
+        return None;
     }
-    let end = data.len() - DIGEST_LEN;
-    let protobuf = &data[MAGIC.len()..end];
-    if Md5::digest(protobuf).as_slice() != &data[end..] {
-        return Err(CorruptRecord::DigestMismatch);
+    let key_text: Arc<str> = Arc::from(key_text);
+    let key_range = |index: usize| {
+        let start = if index == 0 { 0 } else { key_ends[index - 1] };
+        start..key_ends[index]
+    };
+
+    let pk_count = key_ends.len() as u64;
+    let ehk_count = explicit_hash_keys.len() as u64;
+    // Hash keys are needed only for the range check; each table entry is hashed or parsed
+    // at most once.
+    let mut pk_hashes: Vec<Option<HashKey>> =
+        if shard_range.is_some() { vec![None; key_ends.len()] } else { Vec::new() };
+    let mut ehk_values = vec![Cached::Unknown; explicit_hash_keys.len()];
+    let mut records = Vec::with_capacity(record_count);
+    let mut outside = 0;
+    let mut position = 0u64;
+    let mut cursor = Cursor::new(buf, first_record, end);
+    while !cursor.is_done() {
+        let (from, to) = match cursor.key().ok()? {
+            (3, WIRE_LEN) => cursor.len_delimited().ok()?,
+            (_, wire_type) => {
+                cursor.skip(wire_type).ok()?;
+                continue;
+            }
+        };
+        digest.advance(buf, to);
+        let raw = match read_record(buf, from, to) {
+            Some(raw) => raw,
+            None => parse_record(buf, from, to).ok()?,
+        };
+        let sub_sequence_number = position;
+        position += 1;
+        if raw.partition_key_index >= pk_count {
+            return None;
+        }
+        let pk_index = raw.partition_key_index as usize;
+        let explicit_hash_key = match raw.explicit_hash_key_index {
+            None => None,
+            Some(index) if index >= ehk_count => return None,
+            Some(index) => {
+                let index = index as usize;
+                if let Cached::Unknown = ehk_values[index] {
+                    ehk_values[index] = HashKey::from_decimal(explicit_hash_keys[index])
+                        .map_or(Cached::Invalid, Cached::Valid);
+                }
+                match ehk_values[index] {
+                    Cached::Valid(key) => Some(key),
+                    // Not a hash key at all: outside any range.
+                    _ if shard_range.is_some() => {
+                        outside += 1;
+                        continue;
+                    }
+                    _ => return None,
+                }
+            }
+        };
+        if let Some(range) = shard_range {
+            let hash_key = match explicit_hash_key {
+                Some(key) => key,
+                None => *pk_hashes[pk_index].get_or_insert_with(|| {
+                    HashKey::from_partition_key_bytes(key_text[key_range(pk_index)].as_bytes())
+                }),
+            };
+            if !range.contains(hash_key) {
+                outside += 1;
+                continue;
+            }
+        }
+        if outside > 0 {
+            // The aggregate is lost to the filter already; only count from here on.
+            continue;
+        }
+        records.push(KinesisClientRecord {
+            sequence_number: record.sequence_number.clone(),
+            sub_sequence_number: Some(sub_sequence_number),
+            partition_key: SharedStr::part(&key_text, key_range(pk_index)),
+            explicit_hash_key,
+            data: data.slice(raw.data.0..raw.data.1),
+            approximate_arrival: record.approximate_arrival,
+        });
     }
-    parse_aggregated_record(data, MAGIC.len(), end).map(Some).map_err(CorruptRecord::Protobuf)
+
+    if outside > 0 {
+        return Some(Deaggregated {
+            records: Vec::new(),
+            outcome: DeaggregationOutcome::FilteredOut { dropped: record_count, outside },
+            compression: None,
+        });
+    }
+    Some(Deaggregated { records, outcome: DeaggregationOutcome::Aggregated, compression: None })
+}
+
+/// Reads a `Record` message laid out as encoders write it: `partition_key_index`, then
+/// `explicit_hash_key_index` if present, then `data`, ending the message. `None` for any
+/// other layout, which [`parse_record`] reads instead.
+#[inline]
+fn read_record(buf: &[u8], start: usize, end: usize) -> Option<RawRecord> {
+    // The most common case: a one-byte key index and a data length below 128.
+    if let Some(&[TAG_PARTITION_KEY_INDEX, index, TAG_DATA, len]) = buf.get(start..start + 4)
+        && index < 0x80
+        && len < 0x80
+        && start + 4 + usize::from(len) == end
+    {
+        let partition_key_index = u64::from(index);
+        return Some(RawRecord {
+            partition_key_index,
+            explicit_hash_key_index: None,
+            data: (start + 4, end),
+        });
+    }
+    let mut cursor = Cursor::new(buf, start, end);
+    if !cursor.eat(TAG_PARTITION_KEY_INDEX) {
+        return None;
+    }
+    let partition_key_index = cursor.varint().ok()?;
+    let explicit_hash_key_index =
+        if cursor.eat(TAG_EXPLICIT_HASH_KEY_INDEX) { Some(cursor.varint().ok()?) } else { None };
+    if !cursor.eat(TAG_DATA) {
+        return None;
+    }
+    let (from, to) = cursor.len_delimited().ok()?;
+    (to == end).then_some(RawRecord {
+        partition_key_index,
+        explicit_hash_key_index,
+        data: (from, to),
+    })
 }
 
 fn parse_aggregated_record(
@@ -352,7 +540,7 @@ fn expand(
     let mut records = Vec::with_capacity(parsed.records.len());
     let mut outside = 0;
     // Each distinct key is copied once; its records share it.
-    let mut shared_keys: Vec<Option<Arc<str>>> = vec![None; pk_count];
+    let mut shared_keys: Vec<Option<SharedStr>> = vec![None; pk_count];
     for (position, raw) in parsed.records.iter().enumerate() {
         // Both indexes were checked above.
         let pk_index = raw.partition_key_index as usize;
@@ -395,9 +583,9 @@ fn expand(
         records.push(KinesisClientRecord {
             sequence_number: record.sequence_number.clone(),
             sub_sequence_number: Some(position as u64),
-            partition_key: Arc::clone(
-                shared_keys[pk_index].get_or_insert_with(|| Arc::from(partition_key)),
-            ),
+            partition_key: shared_keys[pk_index]
+                .get_or_insert_with(|| SharedStr::from(partition_key))
+                .clone(),
             explicit_hash_key,
             data: data.slice(raw.data.0..raw.data.1),
             approximate_arrival: record.approximate_arrival,
@@ -417,6 +605,8 @@ fn expand(
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime};
+
+    use md5::{Digest, Md5};
 
     use super::*;
     use crate::aggregation::{AggregateBuilder, UserRecord};
@@ -463,6 +653,22 @@ mod tests {
         assert_eq!(only.hash_key(), HashKey::from_partition_key_bytes(b"outer"));
         assert_eq!(only.sequence_number, input.sequence_number);
         assert_eq!(only.approximate_arrival, input.approximate_arrival);
+    }
+
+    #[test]
+    fn records_share_their_keys_text() {
+        let records = [
+            UserRecord::new(key("ключ"), "1"),
+            UserRecord::new(key("k"), "2"),
+            UserRecord::new(key("ключ"), "3"),
+            UserRecord::new(key("ß"), "4"),
+        ];
+        let out = deaggregate(&kinesis_record(aggregate(&records)), Some(HashKeyRange::FULL));
+        let keys: Vec<&str> = out.records.iter().map(|r| &*r.partition_key).collect();
+        assert_eq!(keys, ["ключ", "k", "ключ", "ß"]);
+        for (got, want) in out.records.iter().zip(&records) {
+            assert_eq!(got.hash_key(), want.hash_key());
+        }
     }
 
     #[test]
@@ -564,6 +770,8 @@ mod tests {
             (&[0x0A, 1, b'k', 0x1A, 2, 0x1A, 0], MissingRequiredField("partition_key_index")),
             // Partition key that is not UTF-8.
             (&[0x0A, 2, 0xFF, 0xFE, 0x1A, 4, 0x08, 0, 0x1A, 0], InvalidUtf8),
+            // Two keys, each half of "é": invalid alone, valid one after the other.
+            (&[0x0A, 1, 0xC3, 0x0A, 1, 0xA9, 0x1A, 4, 0x08, 0, 0x1A, 0], InvalidUtf8),
             // Explicit hash key that is not UTF-8.
             (&[0x0A, 1, b'k', 0x12, 1, 0xC0, 0x1A, 4, 0x08, 0, 0x1A, 0], InvalidUtf8),
             // Record length past the end.
@@ -777,5 +985,85 @@ mod tests {
         ));
         assert_eq!(out.compression, Some(Codec::Gzip));
         assert_eq!(out.records[0].data, aggregate);
+    }
+
+    /// The two-pass decoder and the thorough one agree on every message the fast one
+    /// accepts; the fast one accepts every valid aggregate an encoder writes.
+    mod fast_and_thorough_agree {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn thorough(
+            input: &KinesisRecord,
+            range: Option<HashKeyRange>,
+        ) -> Result<Deaggregated, CorruptRecord> {
+            let end = input.data.len() - DIGEST_LEN;
+            let parsed = parse_aggregated_record(&input.data, MAGIC.len(), end)
+                .map_err(CorruptRecord::Protobuf)?;
+            expand(input, &input.data, &parsed, range)
+        }
+
+        fn fast(input: &KinesisRecord, range: Option<HashKeyRange>) -> Option<Deaggregated> {
+            let end = input.data.len() - DIGEST_LEN;
+            let mut digest = Digesting::new(MAGIC.len());
+            let out = decode_valid(input, &input.data, end, range, &mut digest);
+            assert_eq!(digest.finish(&input.data, end), input.data[end..]);
+            out
+        }
+
+        fn same(a: &Deaggregated, b: &Deaggregated) -> bool {
+            let outcome = match (&a.outcome, &b.outcome) {
+                (DeaggregationOutcome::Aggregated, DeaggregationOutcome::Aggregated) => true,
+                (
+                    DeaggregationOutcome::FilteredOut { dropped, outside },
+                    DeaggregationOutcome::FilteredOut { dropped: d, outside: o },
+                ) => dropped == d && outside == o,
+                _ => false,
+            };
+            outcome && a.records == b.records
+        }
+
+        proptest! {
+            #[test]
+            fn on_mutated_aggregates(
+                records in vec(
+                    ("[a-c]{1,3}", proptest::option::of(0u128..4), vec(any::<u8>(), 0..20)),
+                    0..12,
+                ),
+                flips in vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+                narrow in any::<bool>(),
+            ) {
+                let mut builder = AggregateBuilder::new();
+                for (key_text, ehk, data) in records {
+                    let mut record = UserRecord::new(key(&key_text), data);
+                    record.explicit_hash_key = ehk.map(HashKey);
+                    builder.push(record);
+                }
+                let encoded = builder.finish();
+                let mut protobuf = encoded[MAGIC.len()..encoded.len() - DIGEST_LEN].to_vec();
+                let unchanged = flips.is_empty() || protobuf.is_empty();
+                if !protobuf.is_empty() {
+                    for (at, byte) in flips {
+                        let at = at.index(protobuf.len());
+                        protobuf[at] ^= byte | 1;
+                    }
+                }
+                let input = kinesis_record(frame(&protobuf));
+                let narrow = narrow.then(|| HashKeyRange::new(HashKey(0), HashKey(2)).unwrap());
+                for range in [None, Some(HashKeyRange::FULL), narrow] {
+                    let fast = fast(&input, range);
+                    let thorough = thorough(&input, range);
+                    if unchanged {
+                        prop_assert!(fast.is_some());
+                    }
+                    if let Some(fast) = fast {
+                        let thorough = thorough.expect("the thorough decoder accepts it too");
+                        prop_assert!(same(&fast, &thorough), "{:?} / {:?}", fast, thorough);
+                    }
+                }
+            }
+        }
     }
 }

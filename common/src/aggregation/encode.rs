@@ -4,18 +4,17 @@
 //! protobuf that [`AggregateBuilder::finish`] writes, so sizes are answered without encoding.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::OnceLock;
 
-use bytes::Bytes;
-use md5::{Digest, Md5};
-
+use super::digest::Digesting;
 use super::wire::{
     TAG_DATA, TAG_EXPLICIT_HASH_KEY_INDEX, TAG_EXPLICIT_HASH_KEY_TABLE, TAG_PARTITION_KEY_INDEX,
     TAG_PARTITION_KEY_TABLE, TAG_RECORDS, len_field_len, put_varint, varint_len,
 };
 use super::{FIXED_OVERHEAD, MAGIC, UserRecord};
 use crate::{HashKey, PartitionKey};
+use bytes::Bytes;
 
 /// A user record that [`AggregateBuilder::try_push`] did not take because the aggregate would
 /// have grown past the limit. The record is handed back.
@@ -52,21 +51,36 @@ pub struct Rejected {
 pub struct AggregateBuilder {
     records: Vec<UserRecord>,
     /// Per record: its index in the partition key table and in the explicit hash key table.
-    indexes: Vec<(u64, Option<u64>)>,
+    indexes: Vec<Indexes>,
     partition_keys: PartitionKeyTable,
     explicit_hash_key_table: Vec<HashKey>,
-    explicit_hash_key_lookup: HashMap<HashKey, u64>,
+    explicit_hash_key_lookup: HashMap<HashKey, u32>,
     /// Exact length of the `AggregatedRecord` protobuf for the current content.
     protobuf_len: usize,
+}
+
+/// A record's table indexes, compact: the explicit hash key index is [`NO_INDEX`] when the
+/// record has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Indexes {
+    partition_key: u32,
+    explicit_hash_key: u32,
+}
+
+/// [`Indexes::explicit_hash_key`] of a record without an explicit hash key.
+const NO_INDEX: u32 = u32::MAX;
+
+impl Indexes {
+    fn explicit_hash_key(self) -> Option<u32> {
+        (self.explicit_hash_key != NO_INDEX).then_some(self.explicit_hash_key)
+    }
 }
 
 /// Where a record would go and how much it would add; computed once, used by both the size
 /// question and the push.
 struct Placement {
-    partition_key_hash: u64,
-    partition_key_index: u64,
-    new_partition_key: bool,
-    explicit_hash_key_index: Option<u64>,
+    partition_key: Lookup,
+    explicit_hash_key_index: Option<u32>,
     new_explicit_hash_key: bool,
     added_len: usize,
 }
@@ -96,25 +110,38 @@ impl AggregateBuilder {
     /// The exact length [`finish`](Self::finish) would return after pushing `record`, without
     /// changing anything. Costs a table lookup (hashing the partition key), not an encoding.
     pub fn encoded_len_with(&self, record: &UserRecord) -> usize {
-        self.encoded_len() + self.place(record).added_len
+        self.encoded_len() + self.place(&self.records, record).added_len
     }
 
     /// Adds `record` at the end.
+    ///
+    /// # Panics
+    ///
+    /// If the aggregate already holds `u32::MAX - 1` user records (hundreds of gigabytes of
+    /// them; an aggregate Kinesis accepts holds at most a few million).
     pub fn push(&mut self, record: UserRecord) {
-        let placement = self.place(&record);
-        self.commit(placement, record);
+        // The record moves once, into place; everything else refers to it there.
+        self.records.push(record);
+        let placement = self.place_last();
+        self.commit_last(placement);
     }
 
     /// Adds `record` at the end if the aggregate then stays within `max_bytes` encoded bytes;
     /// otherwise hands it back. An empty aggregate rejects a record too large on its own,
     /// which tells the producer that the record must travel alone (or not at all).
+    ///
+    /// # Panics
+    ///
+    /// As [`push`](Self::push), if the aggregate already holds `u32::MAX - 1` user records.
     pub fn try_push(&mut self, record: UserRecord, max_bytes: usize) -> Result<(), Rejected> {
-        let placement = self.place(&record);
+        self.records.push(record);
+        let placement = self.place_last();
         let encoded_len = self.encoded_len() + placement.added_len;
         if encoded_len > max_bytes {
+            let record = self.records.pop().expect("pushed above");
             return Err(Rejected { record, encoded_len, max_bytes });
         }
-        self.commit(placement, record);
+        self.commit_last(placement);
         Ok(())
     }
 
@@ -155,7 +182,7 @@ impl AggregateBuilder {
         buf.extend_from_slice(&MAGIC);
 
         for &first in &self.partition_keys.first_use {
-            let key = self.records[first].partition_key.as_bytes();
+            let key = self.records[first as usize].partition_key.as_bytes();
             buf.push(TAG_PARTITION_KEY_TABLE);
             put_varint(&mut buf, key.len() as u64);
             buf.extend_from_slice(key);
@@ -167,39 +194,66 @@ impl AggregateBuilder {
             put_varint(&mut buf, text.len() as u64);
             buf.extend_from_slice(text);
         }
-        for (record, &(pk_index, ehk_index)) in self.records.iter().zip(&self.indexes) {
+        // The digest follows the writing, so that MD5 and the copying overlap.
+        let mut digest = Digesting::new(MAGIC.len());
+        for (record, &indexes) in self.records.iter().zip(&self.indexes) {
+            let data = &record.data[..];
+            let pk_index = indexes.partition_key;
+            let ehk_index = indexes.explicit_hash_key();
+            let body_len = record_body_len(pk_index, ehk_index, data.len());
             // Everything before the data in one small stack buffer and one copy: cheaper
             // than growing `buf` a byte at a time when records are small.
-            let mut head = RecordHead::default();
-            head.push(TAG_RECORDS);
-            head.varint(record_body_len(pk_index, ehk_index, record.data.len()) as u64);
-            head.push(TAG_PARTITION_KEY_INDEX);
-            head.varint(pk_index);
-            if let Some(ehk_index) = ehk_index {
-                head.push(TAG_EXPLICIT_HASH_KEY_INDEX);
-                head.varint(ehk_index);
+            if body_len < 0x80 && pk_index < 0x80 && ehk_index.is_none() {
+                // The common small record: six bytes, every varint one byte long.
+                buf.extend_from_slice(&[
+                    TAG_RECORDS,
+                    body_len as u8,
+                    TAG_PARTITION_KEY_INDEX,
+                    pk_index as u8,
+                    TAG_DATA,
+                    data.len() as u8,
+                ]);
+            } else {
+                let mut head = RecordHead::default();
+                head.push(TAG_RECORDS);
+                head.varint(body_len as u64);
+                head.push(TAG_PARTITION_KEY_INDEX);
+                head.varint(u64::from(pk_index));
+                if let Some(ehk_index) = ehk_index {
+                    head.push(TAG_EXPLICIT_HASH_KEY_INDEX);
+                    head.varint(u64::from(ehk_index));
+                }
+                head.push(TAG_DATA);
+                head.varint(data.len() as u64);
+                buf.extend_from_slice(head.as_slice());
             }
-            head.push(TAG_DATA);
-            head.varint(record.data.len() as u64);
-            buf.extend_from_slice(head.as_slice());
-            buf.extend_from_slice(&record.data);
+            buf.extend_from_slice(data);
+            digest.advance(&buf, buf.len());
         }
 
-        let digest = Md5::digest(&buf[MAGIC.len()..]);
+        let digest = digest.finish(&buf, buf.len());
         buf.extend_from_slice(&digest);
         debug_assert_eq!(buf.len(), total, "size accounting out of step with the encoding");
         Bytes::from(buf)
     }
 
-    fn place(&self, record: &UserRecord) -> Placement {
+    /// Where the last record of `self.records`, not yet committed, goes.
+    #[inline(always)]
+    fn place_last(&self) -> Placement {
+        let (record, before) = self.records.split_last().expect("a record was pushed");
+        self.place(before, record)
+    }
+
+    /// Where `record` would go after `records` (the records committed so far).
+    #[inline(always)]
+    fn place(&self, records: &[UserRecord], record: &UserRecord) -> Placement {
         let mut added_len = 0;
-        let (partition_key_hash, found) =
-            self.partition_keys.find(&self.records, &self.indexes, &record.partition_key);
-        let (partition_key_index, new_partition_key) = match found {
-            Some(index) => (index, false),
+        let partition_key = self.partition_keys.find(records, &self.indexes, &record.partition_key);
+        let partition_key_index = match partition_key.index {
+            Some(index) => index,
             None => {
                 added_len += len_field_len(record.partition_key.len_bytes());
-                (self.partition_keys.len() as u64, true)
+                self.partition_keys.len() as u32
             }
         };
         let (explicit_hash_key_index, new_explicit_hash_key) = match record.explicit_hash_key {
@@ -208,131 +262,275 @@ impl AggregateBuilder {
                 Some(&index) => (Some(index), false),
                 None => {
                     added_len += len_field_len(decimal_len(hash_key.0));
-                    (Some(self.explicit_hash_key_table.len() as u64), true)
+                    (Some(self.explicit_hash_key_table.len() as u32), true)
                 }
             },
         };
-        added_len += len_field_len(record_body_len(
-            partition_key_index,
-            explicit_hash_key_index,
-            record.data.len(),
-        ));
-        Placement {
-            partition_key_hash,
-            partition_key_index,
-            new_partition_key,
-            explicit_hash_key_index,
-            new_explicit_hash_key,
-            added_len,
-        }
+        let data_len = record.data.len();
+        added_len += if partition_key_index < 0x80
+            && explicit_hash_key_index.is_none()
+            && data_len < 0x7C
+        {
+            // The usual small record: every varint one byte, six bytes before the data.
+            6 + data_len
+        } else {
+            len_field_len(record_body_len(partition_key_index, explicit_hash_key_index, data_len))
+        };
+        Placement { partition_key, explicit_hash_key_index, new_explicit_hash_key, added_len }
     }
 
-    fn commit(&mut self, placement: Placement, record: UserRecord) {
-        if placement.new_partition_key {
-            self.partition_keys.insert(
-                placement.partition_key_hash,
-                &record.partition_key,
-                self.records.len(),
-            );
-        }
-        if placement.new_explicit_hash_key
-            && let (Some(hash_key), Some(index)) =
-                (record.explicit_hash_key, placement.explicit_hash_key_index)
-        {
-            self.explicit_hash_key_table.push(hash_key);
-            self.explicit_hash_key_lookup.insert(hash_key, index);
-        }
-        self.indexes.push((placement.partition_key_index, placement.explicit_hash_key_index));
-        self.records.push(record);
+    /// Enters the last record of `self.records` in the tables, where `placement` says.
+    #[inline(always)]
+    fn commit_last(&mut self, placement: Placement) {
+        // Record positions and table indexes are kept as `u32`; `NO_INDEX` stays free.
+        let position = self.records.len() - 1;
+        assert!(position < NO_INDEX as usize - 1, "aggregate holds too many records");
+        let position = position as u32;
+        let partition_key = match placement.partition_key.index {
+            Some(index) => index,
+            None => self.partition_keys.insert(&placement.partition_key, &self.records, position),
+        };
+        let explicit_hash_key = match (
+            self.records[position as usize].explicit_hash_key,
+            placement.explicit_hash_key_index,
+        ) {
+            (Some(hash_key), Some(index)) => {
+                if placement.new_explicit_hash_key {
+                    self.explicit_hash_key_table.push(hash_key);
+                    self.explicit_hash_key_lookup.insert(hash_key, index);
+                }
+                index
+            }
+            _ => NO_INDEX,
+        };
+        self.indexes.push(Indexes { partition_key, explicit_hash_key });
         self.protobuf_len += placement.added_len;
     }
 }
 
+/// What [`PartitionKeyTable::find`] learnt about a key: its table index if present, else
+/// where to insert it.
+struct Lookup {
+    index: Option<u32>,
+    hash: u64,
+    /// The empty slot the probe for the key ended on (meaningless when `index` is `Some`).
+    slot: usize,
+    /// How many slots the probe looked at.
+    probes: usize,
+}
+
 /// The partition key table: distinct keys in first-use order (the KPL's `KeySet`), found
 /// with one hash per lookup and without storing a second copy of each key.
+///
+/// An open-addressing hash table of table indexes, probed triangularly (every slot of the
+/// power-of-two table is reached), at most half full. Keys are hashed with [`KeyHasher`], a
+/// fast keyed hash with a random key per process; should a probe ever run long (which a good
+/// hash makes practically impossible by chance, so it would mean keys chosen to collide), the
+/// table switches to a randomly keyed SipHash for the rest of the aggregate. Either way a
+/// match is confirmed by comparing the keys, so collisions cost time, never correctness.
 #[derive(Debug, Clone, Default)]
 struct PartitionKeyTable {
     /// For each table entry, the position of the record that first used the key.
-    first_use: Vec<usize>,
-    /// Randomly keyed SipHash of the key → table index. Random keys mean nobody can choose
-    /// partition keys that collide on purpose.
-    by_hash: HashMap<u64, u64, BuildHasherDefault<PassThrough>>,
-    /// Keys whose hash equals that of an earlier, different key: kept correct, never hot.
-    collisions: HashMap<PartitionKey, u64>,
-    hasher: RandomState,
+    first_use: Vec<u32>,
+    /// Empty (0), or the high 32 bits of the key's hash above its table index + 1.
+    slots: Vec<u64>,
+    hasher: KeyHasher,
 }
+
+/// A probe this long means the keys collide on purpose: switch to SipHash.
+const FLOOD_PROBES: usize = if cfg!(test) { 4 } else { 64 };
 
 impl PartitionKeyTable {
     fn len(&self) -> usize {
         self.first_use.len()
     }
 
-    /// The key's hash and, if it is in the table, its index. `indexes` are the records'
-    /// table indexes, parallel to `records`.
-    fn find(
-        &self,
-        records: &[UserRecord],
-        indexes: &[(u64, Option<u64>)],
-        key: &PartitionKey,
-    ) -> (u64, Option<u64>) {
-        // Runs of one key are common (aggregation per key): skip the hash for them. The hash
-        // is only used to insert a new key, which this never is.
-        if let (Some(last), Some(&(index, _))) = (records.last(), indexes.last())
-            && last.partition_key == *key
+    /// Looks `key` up. `indexes` are the records' table indexes, parallel to `records`.
+    #[inline(always)]
+    fn find(&self, records: &[UserRecord], indexes: &[Indexes], key: &PartitionKey) -> Lookup {
+        // Runs of one key are common (aggregation per key): skip the hash for them.
+        if let (Some(last), Some(last_indexes)) = (records.last(), indexes.last())
+            && last.partition_key.same_as(key)
         {
-            return (0, Some(index));
+            return Lookup { index: Some(last_indexes.partition_key), hash: 0, slot: 0, probes: 0 };
         }
-        let hash = self.hasher.hash_one(key.as_str());
-        let index = match self.by_hash.get(&hash) {
-            Some(&index) if records[self.first_use[index as usize]].partition_key == *key => {
-                Some(index)
-            }
-            Some(_) => self.collisions.get(key).copied(),
-            None => None,
-        };
-        (hash, index)
+        let hash = self.hasher.hash(key.as_bytes());
+        if self.slots.is_empty() {
+            return Lookup { index: None, hash, slot: 0, probes: 0 };
+        }
+        let (index, slot, probes) =
+            self.probe(hash, |first| records[first].partition_key.same_as(key));
+        Lookup { index, hash, slot, probes }
     }
 
-    /// Adds a key that [`find`](Self::find) did not find, first used by record `position`.
-    fn insert(&mut self, hash: u64, key: &PartitionKey, position: usize) {
-        let index = self.first_use.len() as u64;
+    /// Follows `hash`'s probe sequence to the entry `is_key` accepts (given the position of
+    /// the record that first used the entry's key) or to an empty slot. Returns the entry's
+    /// index, the slot it stopped at and how many slots it looked at.
+    #[inline(always)]
+    fn probe(&self, hash: u64, is_key: impl Fn(usize) -> bool) -> (Option<u32>, usize, usize) {
+        let mask = self.slots.len() - 1;
+        let tag = hash >> 32;
+        let mut at = tag as usize & mask;
+        let mut step = 0;
+        loop {
+            let slot = self.slots[at];
+            if slot == 0 {
+                return (None, at, step + 1);
+            }
+            let index = (slot as u32).wrapping_sub(1);
+            if slot >> 32 == tag && is_key(self.first_use[index as usize] as usize) {
+                return (Some(index), at, step + 1);
+            }
+            step += 1;
+            at = (at + step) & mask;
+        }
+    }
+
+    /// Adds the key of `records[position]`, which [`find`](Self::find) did not find, as used
+    /// first by that record; returns its table index.
+    #[inline]
+    fn insert(&mut self, lookup: &Lookup, records: &[UserRecord], position: u32) -> u32 {
+        let index = self.first_use.len() as u32;
         self.first_use.push(position);
-        match self.by_hash.entry(hash) {
-            Entry::Vacant(slot) => {
-                slot.insert(index);
-            }
-            Entry::Occupied(_) => {
-                self.collisions.insert(key.clone(), index);
-            }
+        let slot = (lookup.hash >> 32) << 32 | u64::from(index + 1);
+        let mut probes = lookup.probes;
+        if self.first_use.len() * 2 > self.slots.len() {
+            probes = probes.max(self.grow());
+            let (_, at, new_probes) = self.probe(lookup.hash, |_| false);
+            self.slots[at] = slot;
+            probes = probes.max(new_probes);
+        } else {
+            // Nothing changed since `find`: its probe ended on this empty slot.
+            self.slots[lookup.slot] = slot;
+        }
+        if probes > FLOOD_PROBES && !self.hasher.is_hardened() {
+            self.hasher.harden();
+            self.rehash(records);
+        }
+        index
+    }
+
+    /// Doubles the slots, moving every entry by the hash bits its slot keeps; returns the
+    /// longest probe that took.
+    #[cold]
+    fn grow(&mut self) -> usize {
+        let slot_count = (self.slots.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.slots, vec![0; slot_count]);
+        let mut longest = 0;
+        for slot in old.into_iter().filter(|&slot| slot != 0) {
+            let (_, at, probes) = self.probe(slot, |_| false);
+            self.slots[at] = slot;
+            longest = longest.max(probes);
+        }
+        longest
+    }
+
+    /// Hashes every key again (after the hasher changed) into slots as many as before.
+    #[cold]
+    fn rehash(&mut self, records: &[UserRecord]) {
+        self.slots.fill(0);
+        for (index, &first) in self.first_use.iter().enumerate() {
+            let hash = self.hasher.hash(records[first as usize].partition_key.as_bytes());
+            let (_, at, _) = self.probe(hash, |_| false);
+            self.slots[at] = (hash >> 32) << 32 | (index as u64 + 1);
         }
     }
 
     fn clear(&mut self) {
         self.first_use.clear();
-        self.by_hash.clear();
-        self.collisions.clear();
+        self.slots.fill(0);
+        self.hasher.soften();
     }
 }
 
-/// A hasher for keys that already are well-mixed 64-bit hashes.
-#[derive(Debug, Clone, Copy, Default)]
-struct PassThrough(u64);
+/// Hashes partition keys for the [`PartitionKeyTable`]: a fast keyed hash (folded 64-bit
+/// multiplications, the construction of foldhash and wyhash) under a random key drawn once per
+/// process, or, once [`harden`](Self::harden)ed, a randomly keyed SipHash.
+#[derive(Debug, Clone)]
+struct KeyHasher {
+    seeds: [u64; 4],
+    sip: Option<RandomState>,
+}
 
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
+impl Default for KeyHasher {
+    fn default() -> Self {
+        static SEEDS: OnceLock<[u64; 4]> = OnceLock::new();
+        let seeds = *SEEDS.get_or_init(|| {
+            let random = RandomState::new();
+            [0u64, 1, 2, 3].map(|i| random.hash_one(i))
+        });
+        Self { seeds, sip: None }
     }
+}
 
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used; fold anything else in rather than lose it.
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+impl KeyHasher {
+    #[inline]
+    fn hash(&self, bytes: &[u8]) -> u64 {
+        match &self.sip {
+            None => fold_hash(&self.seeds, bytes),
+            Some(sip) => sip.hash_one(bytes),
         }
     }
 
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
+    fn harden(&mut self) {
+        self.sip = Some(RandomState::new());
     }
+
+    fn soften(&mut self) {
+        self.sip = None;
+    }
+
+    fn is_hardened(&self) -> bool {
+        self.sip.is_some()
+    }
+}
+
+/// The high and low halves of the 128-bit product, folded together.
+#[inline]
+fn fold_multiply(x: u64, y: u64) -> u64 {
+    let product = u128::from(x) * u128::from(y);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+#[inline]
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
+}
+
+#[inline]
+fn read_u32(bytes: &[u8], at: usize) -> u64 {
+    u64::from(u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes")))
+}
+
+/// A keyed hash of `bytes`: 16 bytes per multiplication, the length mixed in first.
+#[inline]
+fn fold_hash(seeds: &[u64; 4], bytes: &[u8]) -> u64 {
+    let len = bytes.len();
+    let mut acc = seeds[0] ^ len as u64;
+    if len <= 16 {
+        let (a, b) = if len >= 8 {
+            (read_u64(bytes, 0), read_u64(bytes, len - 8))
+        } else if len >= 4 {
+            (read_u32(bytes, 0), read_u32(bytes, len - 4))
+        } else if len > 0 {
+            let spread = u64::from(bytes[0]) << 16
+                | u64::from(bytes[len / 2]) << 8
+                | u64::from(bytes[len - 1]);
+            (spread, 0)
+        } else {
+            (0, 0)
+        };
+        acc = fold_multiply(a ^ seeds[1], b ^ acc);
+    } else {
+        let mut rest = bytes;
+        while rest.len() > 16 {
+            acc = fold_multiply(read_u64(rest, 0) ^ seeds[1], read_u64(rest, 8) ^ acc);
+            rest = &rest[16..];
+        }
+        // The last 16 bytes, overlapping what came before when the length is not a multiple.
+        acc = fold_multiply(read_u64(bytes, len - 16) ^ seeds[2], read_u64(bytes, len - 8) ^ acc);
+    }
+    fold_multiply(acc, seeds[3])
 }
 
 /// The bytes of a `records` entry before its data: four tags and four varints at most.
@@ -370,9 +568,10 @@ impl RecordHead {
 
 /// Length of one `Record` message body: both required fields always written, the explicit
 /// hash key index only when present.
-fn record_body_len(pk_index: u64, ehk_index: Option<u64>, data_len: usize) -> usize {
-    1 + varint_len(pk_index)
-        + ehk_index.map_or(0, |index| 1 + varint_len(index))
+#[inline]
+fn record_body_len(pk_index: u32, ehk_index: Option<u32>, data_len: usize) -> usize {
+    1 + varint_len(u64::from(pk_index))
+        + ehk_index.map_or(0, |index| 1 + varint_len(u64::from(index)))
         + len_field_len(data_len)
 }
 
@@ -397,6 +596,8 @@ fn decimal(mut value: u128, out: &mut [u8; 39]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
+    use md5::{Digest, Md5};
+
     use super::*;
 
     fn key(text: &str) -> PartitionKey {
@@ -496,16 +697,49 @@ mod tests {
 
     #[test]
     fn partition_keys_with_colliding_hashes_stay_distinct() {
-        let records = vec![UserRecord::new(key("a"), "x"), UserRecord::new(key("z"), "y")];
-        let mut table = PartitionKeyTable::default();
-        // Pretend "a" (first used by record 0) hashes like "b".
-        let hash_b = table.hasher.hash_one("b");
-        table.insert(hash_b, &key("a"), 0);
-        let indexes = [(0, None), (0, None)];
-        assert_eq!(table.find(&records, &indexes, &key("b")), (hash_b, None));
-        table.insert(hash_b, &key("b"), 1);
-        assert_eq!(table.find(&records, &indexes, &key("b")).1, Some(1));
-        assert_eq!(table.len(), 2);
+        // Keyed with zeros, the fast hash sends every key to 0: all keys collide, the probes
+        // run long and the table switches to SipHash; the output must not change.
+        let mut colliding = AggregateBuilder::new();
+        colliding.partition_keys.hasher = KeyHasher { seeds: [0; 4], sip: None };
+        assert_eq!(colliding.partition_keys.hasher.hash(b"a"), 0);
+        assert_eq!(colliding.partition_keys.hasher.hash(b"another key"), 0);
+        let mut normal = AggregateBuilder::new();
+        for i in 0..300 {
+            let record = UserRecord::new(key(&format!("k{}", i % 70)), vec![i as u8]);
+            assert_eq!(colliding.encoded_len_with(&record), normal.encoded_len_with(&record));
+            colliding.push(record.clone());
+            normal.push(record);
+        }
+        assert!(colliding.partition_keys.hasher.is_hardened());
+        assert_eq!(colliding.partition_keys.len(), 70);
+        assert_eq!(colliding.indexes, normal.indexes);
+        assert_eq!(colliding.finish(), normal.finish());
+        // A cleared table starts with the fast hash again.
+        colliding.clear();
+        assert!(!colliding.partition_keys.hasher.is_hardened());
+    }
+
+    #[test]
+    fn the_key_hash_tells_keys_of_every_length_apart() {
+        let hasher = KeyHasher::default();
+        let mut seen = std::collections::HashSet::new();
+        for len in 0..=48 {
+            for i in 0..400u32 {
+                let mut text = format!("{i:x}").repeat(len).into_bytes();
+                text.truncate(len);
+                if len >= 4 {
+                    text[len - 4..].copy_from_slice(&i.to_le_bytes());
+                }
+                if seen.contains(&text) {
+                    continue;
+                }
+                assert!(seen.insert(text.clone()));
+                let _ = hasher.hash(&text);
+            }
+        }
+        let hashes: std::collections::HashSet<u64> =
+            seen.iter().map(|text| hasher.hash(text)).collect();
+        assert_eq!(hashes.len(), seen.len());
     }
 
     #[test]
@@ -516,7 +750,10 @@ mod tests {
         }
         builder.push(UserRecord::new(key("other"), "4"));
         builder.push(UserRecord::new(key("same"), "5"));
-        assert_eq!(builder.indexes.iter().map(|i| i.0).collect::<Vec<_>>(), [0, 0, 0, 1, 0]);
+        assert_eq!(
+            builder.indexes.iter().map(|i| i.partition_key).collect::<Vec<_>>(),
+            [0, 0, 0, 1, 0]
+        );
         assert_eq!(builder.finish().len(), builder.encoded_len());
     }
 

@@ -43,15 +43,15 @@
 //! looks for an aggregate.
 
 mod decode;
+mod digest;
 mod encode;
 mod wire;
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::{ExtendedSequenceNumber, HashKey, PartitionKey, SequenceNumber};
+use crate::{ExtendedSequenceNumber, HashKey, PartitionKey, SequenceNumber, SharedStr};
 
 pub use decode::{
     CorruptRecord, Deaggregated, DeaggregationOutcome, ProtobufError, deaggregate,
@@ -114,9 +114,10 @@ pub struct KinesisClientRecord {
     /// The user record's index inside the aggregate (`0..n`), or `None` for a Kinesis record
     /// that is not an aggregate.
     pub sub_sequence_number: Option<u64>,
-    /// The user record's partition key (for a plain record, the Kinesis record's key);
-    /// records of one aggregate with the same key share the text.
-    pub partition_key: Arc<str>,
+    /// The user record's partition key (for a plain record, the Kinesis record's key). The
+    /// records of one aggregate share one copy of its partition key table, so this costs no
+    /// allocation of its own.
+    pub partition_key: SharedStr,
     /// The user record's explicit hash key; always `None` for a plain record, because
     /// GetRecords does not return the explicit hash key a record was written with.
     pub explicit_hash_key: Option<HashKey>,

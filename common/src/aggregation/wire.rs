@@ -31,8 +31,9 @@ pub(super) const TAG_DATA: u8 = 0x1A;
 /// How many bytes the varint encoding of `value` takes (1 per 7 bits, at least 1).
 #[inline]
 pub(super) const fn varint_len(value: u64) -> usize {
-    let bits = 64 - (value | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
+    // (highest set bit + 1) / 7 rounded up, without a division: `(log2 * 9 + 73) / 64`.
+    let log2 = 63 - (value | 1).leading_zeros() as usize;
+    (log2 * 9 + 73) / 64
 }
 
 /// How many bytes a length-delimited field with a one-byte tag and `len` bytes of payload
@@ -55,6 +56,7 @@ pub(super) fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
 /// A cursor over a protobuf message held in `buf[pos..end]`; positions are absolute in
 /// `buf`, so the decoder can slice the input `Bytes` with them.
 pub(super) struct Cursor<'a> {
+    /// The input up to the end of the message: reads past `end` fail as out of bounds.
     buf: &'a [u8],
     pos: usize,
     end: usize,
@@ -62,22 +64,50 @@ pub(super) struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     /// A cursor over `buf[start..end]`; the caller guarantees `start <= end <= buf.len()`.
+    #[inline]
     pub(super) fn new(buf: &'a [u8], start: usize, end: usize) -> Self {
         debug_assert!(start <= end && end <= buf.len());
-        Self { buf, pos: start, end }
+        Self { buf: &buf[..end], pos: start, end }
     }
 
     /// Whether the whole message has been read.
+    #[inline]
     pub(super) fn is_done(&self) -> bool {
         self.pos >= self.end
     }
 
+    /// Where the cursor is (absolute).
+    #[inline]
+    pub(super) fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Moves past the next byte if it is `byte`.
+    #[inline]
+    pub(super) fn eat(&mut self, byte: u8) -> bool {
+        let next = self.buf.get(self.pos) == Some(&byte);
+        self.pos += usize::from(next);
+        next
+    }
+
     /// Reads a varint. Like protobuf-java, a tenth byte's bits beyond 64 are dropped; an
     /// eleventh byte is an error.
+    #[inline]
     pub(super) fn varint(&mut self) -> Result<u64, ProtobufError> {
+        // Fast path: one byte (small indexes, lengths below 128).
+        if let Some(&byte) = self.buf.get(self.pos)
+            && byte < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(byte));
+        }
+        self.varint_slow()
+    }
+
+    fn varint_slow(&mut self) -> Result<u64, ProtobufError> {
         let mut value: u64 = 0;
         for i in 0..10 {
-            let Some(&byte) = self.buf[..self.end].get(self.pos) else {
+            let Some(&byte) = self.buf.get(self.pos) else {
                 return Err(ProtobufError::Truncated);
             };
             self.pos += 1;
@@ -90,9 +120,10 @@ impl<'a> Cursor<'a> {
     }
 
     /// Reads a field key: `(field number, wire type)`.
+    #[inline]
     pub(super) fn key(&mut self) -> Result<(u32, u8), ProtobufError> {
         // Fast path: every field this format defines has a one-byte key.
-        if let Some(&byte) = self.buf[..self.end].get(self.pos)
+        if let Some(&byte) = self.buf.get(self.pos)
             && byte < 0x80
         {
             self.pos += 1;
@@ -111,6 +142,7 @@ impl<'a> Cursor<'a> {
 
     /// Reads the length of a length-delimited field and returns the absolute range of its
     /// payload, moving past it.
+    #[inline]
     pub(super) fn len_delimited(&mut self) -> Result<(usize, usize), ProtobufError> {
         let len = self.varint()?;
         let remaining = self.end - self.pos;
@@ -154,7 +186,11 @@ mod tests {
 
     #[test]
     fn varint_len_matches_encoding() {
-        for value in [0, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+        let mut values = vec![0, u64::MAX];
+        for shift in 1..64 {
+            values.extend([(1u64 << shift) - 1, 1u64 << shift]);
+        }
+        for value in values {
             let mut buf = Vec::new();
             put_varint(&mut buf, value);
             assert_eq!(buf.len(), varint_len(value), "{value}");
