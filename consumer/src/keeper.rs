@@ -16,6 +16,9 @@
 //!   drops such leases too). Once lost, the keeper writes nothing more.
 //! - A checkpoint after the lease was lost is refused without writing
 //!   ([`CheckpointError::LeaseLost`]).
+//! - [`KeeperHandle::confirm`] renews at once: a conditional write that fails if another
+//!   worker took the lease since this worker's last write, so a caller learns of a take
+//!   without waiting for the next scheduled renewal.
 //! - A released lease has no owner in the table, so another worker takes it at its next
 //!   taker cycle without waiting for it to expire.
 
@@ -74,6 +77,9 @@ enum Command {
         children: Vec<ShardId>,
         reply: oneshot::Sender<Result<(), CheckpointError>>,
     },
+    Confirm {
+        reply: oneshot::Sender<Result<(), CheckpointError>>,
+    },
     Release {
         reply: oneshot::Sender<()>,
     },
@@ -92,6 +98,7 @@ impl std::fmt::Debug for Command {
         match self {
             Self::Checkpoint { position, .. } => write!(f, "Checkpoint({position})"),
             Self::UpdateChildren { children, .. } => write!(f, "UpdateChildren({children:?})"),
+            Self::Confirm { .. } => f.write_str("Confirm"),
             Self::Release { .. } => f.write_str("Release"),
         }
     }
@@ -135,6 +142,16 @@ impl KeeperHandle {
     ) -> Result<(), CheckpointError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::UpdateChildren { children, reply }).await?;
+        answer.await.map_err(|_| self.lost_error())?
+    }
+
+    /// Renews the lease now, conditional on this worker's last write as every write is: `Ok`
+    /// proves that the lease is still held; [`CheckpointError::LeaseLost`] if another worker
+    /// took it meanwhile (the keeper then marks it lost); [`CheckpointError::Store`] if the
+    /// table failed (still held as far as is known; try again).
+    pub(crate) async fn confirm(&self) -> Result<(), CheckpointError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Confirm { reply }).await?;
         answer.await.map_err(|_| self.lost_error())?
     }
 
@@ -197,6 +214,9 @@ impl Keeper {
                     }
                     Some(Command::UpdateChildren { children, reply }) => {
                         let _ = reply.send(self.update_children(children).await);
+                    }
+                    Some(Command::Confirm { reply }) => {
+                        let _ = reply.send(self.confirm().await);
                     }
                     Some(Command::Release { reply }) => {
                         self.release().await;
@@ -299,6 +319,28 @@ impl Keeper {
         }
     }
 
+    /// One renewal now, its outcome told (see [`KeeperHandle::confirm`]).
+    async fn confirm(&mut self) -> Result<(), CheckpointError> {
+        let lost = CheckpointError::LeaseLost { shard: self.lease.key.clone() };
+        if self.expired_locally() {
+            return Err(lost);
+        }
+        match self.store.renew(&self.lease).await {
+            Ok(lease) => {
+                self.renewed(lease);
+                Ok(())
+            }
+            Err(LeaseWriteError::Conflict { .. }) => {
+                self.lose(LostReason::TakenOver);
+                Err(lost)
+            }
+            Err(LeaseWriteError::Store(source)) => {
+                metrics::renewal_failed(&self.lease.key);
+                Err(CheckpointError::Store { shard: self.lease.key.clone(), source })
+            }
+        }
+    }
+
     async fn update_children(&mut self, children: Vec<ShardId>) -> Result<(), CheckpointError> {
         if self.lease.child_shard_ids == children {
             return Ok(());
@@ -383,6 +425,30 @@ mod tests {
         let stored = store.get(&lease.key).await.unwrap().unwrap();
         assert_eq!(stored.owner, Some(WorkerId::new("thief")));
         assert_eq!(stored.checkpoint, ExtendedSequenceNumber::TrimHorizon);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn confirm_proves_the_lease_held_or_finds_it_taken_before_the_next_renewal() {
+        let store = Arc::new(InMemoryLeaseStore::with_table());
+        let lease = held(&store).await;
+        let (keeper, _task) = spawn(store.clone(), lease.clone(), config());
+        keeper.confirm().await.unwrap();
+        let stored = store.get(&lease.key).await.unwrap().unwrap();
+        assert_eq!(stored.counter, lease.counter + 1, "a renewal was written");
+        // Taken by another worker between renewals: the next confirm finds out at once.
+        store.take(&stored, &WorkerId::new("thief")).await.unwrap();
+        let error = keeper.confirm().await.unwrap_err();
+        assert!(error.is_lease_lost(), "{error}");
+        assert_eq!(keeper.holding(), Holding::Lost(LostReason::TakenOver));
+        // A table failure is not a loss.
+        let store = Arc::new(InMemoryLeaseStore::with_table());
+        let lease = held(&store).await;
+        let (keeper, _task) = spawn(store.clone(), lease, config());
+        store.inject(Operation::UpdateItem, Fault::Transient);
+        let error = keeper.confirm().await.unwrap_err();
+        assert!(matches!(error, CheckpointError::Store { .. }), "{error}");
+        assert_eq!(keeper.holding(), Holding::Held);
+        keeper.confirm().await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

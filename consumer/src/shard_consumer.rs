@@ -8,7 +8,9 @@
 //!
 //! Invariants:
 //! - Records are handed out only after every parent lease has checkpointed `SHARD_END` or
-//!   no longer exists (KCL `BlockOnParentShardTask`).
+//!   no longer exists (KCL `BlockOnParentShardTask`), and only after a write conditional on
+//!   the lease confirmed that this worker still holds it (it may have been stolen while the
+//!   consumer waited on its parents).
 //! - The processor is called one method at a time; a lease lost or a shutdown asked for
 //!   while `process` runs is acted on when it returns, never by cancelling it.
 //! - At shard end the children's leases exist (created from the shard's `ChildShards`, or by
@@ -239,6 +241,23 @@ impl ShardConsumer {
     async fn initialize(&mut self) -> Event {
         if let Some(event) = self.interruption() {
             return event;
+        }
+        // Another worker may have taken the lease while this one waited on the parents (the
+        // taker steals waiting children first), and the keeper would learn of it only at its
+        // next renewal: confirm the lease with a write first, so that no record of a lease
+        // already lost is handed out, from a checkpoint the new holder may have passed.
+        loop {
+            match self.keeper.confirm().await {
+                Ok(()) => break,
+                Err(error) if error.is_lease_lost() => return Event::LeaseLost,
+                Err(error) => {
+                    warn!(error = %error, "could not confirm the lease before reading; retrying");
+                    let pause = self.context.config.parent_poll_interval;
+                    if let Some(event) = Self::pause(&self.keeper, &self.shutdown, pause).await {
+                        return event;
+                    }
+                }
+            }
         }
         let shard = self.lease.key.clone();
         let mut processor = (self.context.factory)(&shard);
@@ -534,4 +553,68 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use kinesis_common::fake::FakeKinesis;
+
+    use super::*;
+    use crate::keeper::{self, KeeperConfig};
+    use crate::lease::{InMemoryLeaseStore, WorkerId};
+    use crate::processor;
+    use crate::testing::{CheckpointPolicy, Recorder, RecordingProcessor};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_stolen_while_waiting_on_the_parent_is_never_initialized() {
+        let store = Arc::new(InMemoryLeaseStore::with_table());
+        let parent =
+            Lease::new(ShardId::new("shardId-0").unwrap(), ExtendedSequenceNumber::TrimHorizon);
+        store.create_if_absent(&parent).await.unwrap();
+        let mut child =
+            Lease::new(ShardId::new("shardId-1").unwrap(), ExtendedSequenceNumber::TrimHorizon);
+        child.parent_shard_ids = vec![parent.key.clone()];
+        store.create_if_absent(&child).await.unwrap();
+        let child = store.take(&child, &WorkerId::new("me")).await.unwrap();
+
+        let mut config = ConsumerConfig::default();
+        config.lease_duration = Duration::from_secs(30);
+        config.renew_interval = Duration::from_secs(10);
+        config.parent_poll_interval = Duration::from_millis(100);
+        let keeper_config = KeeperConfig {
+            lease_duration: config.lease_duration,
+            renew_interval: config.renew_interval,
+            checkpoint_attempts: 1,
+        };
+        let (keeper, _task) = keeper::spawn(store.clone(), child.clone(), keeper_config);
+        let recorder = Recorder::new();
+        let factory = {
+            let recorder = recorder.clone();
+            processor::erase(move |_: &ShardId| {
+                RecordingProcessor::new(recorder.clone(), CheckpointPolicy::EveryBatch)
+            })
+        };
+        let (notices, _notices) = mpsc::unbounded_channel();
+        let context = ShardContext {
+            api: Arc::new(FakeKinesis::new()),
+            store: store.clone(),
+            stream: StreamName::new("s").unwrap(),
+            factory,
+            config: Arc::new(config),
+            notices,
+            consumer_arn: None,
+        };
+        let consumer = tokio::spawn(run(context, child.clone(), keeper, CancellationToken::new()));
+        // Waiting on the parent; then, before this worker's next renewal, another worker steals
+        // the child (the taker steals waiting children first) and the parent finishes.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        store.take(&child, &WorkerId::new("thief")).await.unwrap();
+        store.delete(&parent).await.unwrap();
+
+        let report = consumer.await.unwrap();
+        assert!(recorder.events().is_empty(), "initialized a lost lease: {:?}", recorder.events());
+        assert_eq!(report.records_processed, 0);
+        let stored = store.get(&child.key).await.unwrap().unwrap();
+        assert_eq!(stored.owner, Some(WorkerId::new("thief")), "nothing written over the thief");
+    }
 }
