@@ -577,10 +577,12 @@ mod tests {
         store.create_if_absent(&child).await.unwrap();
         let child = store.take(&child, &WorkerId::new("me")).await.unwrap();
 
-        let mut config = ConsumerConfig::default();
-        config.lease_duration = Duration::from_secs(30);
-        config.renew_interval = Duration::from_secs(10);
-        config.parent_poll_interval = Duration::from_millis(100);
+        let config = ConsumerConfig {
+            lease_duration: Duration::from_secs(30),
+            renew_interval: Duration::from_secs(10),
+            parent_poll_interval: Duration::from_millis(100),
+            ..ConsumerConfig::default()
+        };
         let keeper_config = KeeperConfig {
             lease_duration: config.lease_duration,
             renew_interval: config.renew_interval,
