@@ -7,6 +7,7 @@
 //! workspace. See `docs/substrate.md`.
 
 mod backend;
+mod chaos;
 mod deny;
 mod install;
 mod layout;
@@ -83,9 +84,9 @@ enum Task {
     /// Checks the dependency graph with cargo-deny (see `cargo xtask deny`), installs and starts
     /// kinesis-mock + DynamoDB Local, runs `cargo nextest run --workspace
     /// --no-fail-fast` (or `cargo test` without cargo-nextest) and `cargo test --workspace --doc`
-    /// with the environment contract set, stops it, then starts LocalStack 4.7.0 and runs the smoke
-    /// subset of kinesis-integration-tests (test names containing "smoke"). Prints a summary and
-    /// exits non-zero if any step failed.
+    /// with the environment contract set, stops it, runs `cargo xtask chaos --short` on a fresh one,
+    /// then starts LocalStack 4.7.0 and runs the smoke subset of kinesis-integration-tests (test
+    /// names containing "smoke"). Prints a summary and exits non-zero if any step failed.
     Test {
         /// Where the main suite runs (kinesis-mock, localstack or external). The LocalStack smoke
         /// step runs only with the default kinesis-mock.
@@ -104,6 +105,12 @@ enum Task {
     /// Installs cargo-deny into .local/ on first use and reads the RustSec advisory database from
     /// the snapshot in deny/ (no network access to GitHub needed). See deny/README.md.
     Deny,
+    /// Prove at-least-once delivery with per-key order under throttling, resharding, crashes and
+    /// bad input: producer, three consumer workers and fault-injecting proxies on kinesis-mock +
+    /// DynamoDB Local, with a split, a merge, a SIGKILLed worker and a lease stolen in the table.
+    ///
+    /// Exits non-zero if the verdict (`kinesis-load verify --events`) fails. See RELIABILITY.md.
+    Chaos(chaos::ChaosArgs),
     /// Start kinesis-mock + DynamoDB Local and run the demo (`cargo run -p kinesis-examples --bin demo`).
     Demo {
         /// Arguments for the demo binary.
@@ -146,6 +153,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             tasks::test(&ctx, tasks::TestOptions { backend, skip_localstack, args })
         }
         Task::Demo { args } => tasks::demo(&ctx, &args),
+        Task::Chaos(args) => chaos::run(&ctx, &args)
+            .map(|passed| if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
         Task::Deny => deny::check(&ctx.layout).map(|()| ExitCode::SUCCESS),
     }
 }

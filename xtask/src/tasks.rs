@@ -226,6 +226,22 @@ pub(crate) fn test(ctx: &Ctx, options: TestOptions) -> Result<ExitCode> {
         report.skip(&format!("tests ({backend})"), reason);
     }
 
+    // The short chaos run (its own substrate, stopped afterwards); see RELIABILITY.md.
+    if backend == Backend::KinesisMock {
+        if built && installed {
+            report.step("chaos --short", || {
+                if crate::chaos::run(ctx, &crate::chaos::ChaosArgs::short())? {
+                    Ok(())
+                } else {
+                    bail!("the chaos verdict failed (see the summary above)")
+                }
+            });
+        } else {
+            let reason = if built { "install failed" } else { "the build failed" };
+            report.skip("chaos --short", reason);
+        }
+    }
+
     if smoke {
         if built && localstack_installed {
             let running = report.step_value("start LocalStack 4.7.0", || {

@@ -26,6 +26,8 @@ use kinesis_consumer::{
     ConsumerConfig, DynamoLeaseStore, InitialPosition, LeaseStore, PollingSettings, Retrieval,
     WorkerId,
 };
+use kinesis_examples::load::audit;
+use kinesis_examples::load::events::{self, EventLog};
 use kinesis_examples::load::plot::{self, PlotFile};
 use kinesis_examples::load::report::{self, OutputFile, SeriesReport, common_expectation};
 use kinesis_examples::load::reshard::create_stream_if_missing;
@@ -50,6 +52,9 @@ Examples:
   kinesis-load consume --stream s --application app --shared --idle 30s --report-json w1.json
   kinesis-load consume --stream s --application app --shared --idle 30s --report-json w2.json
   kinesis-load verify --reports w1.json w2.json --produce-report produced.json
+
+  Workers that may be killed (consume --events w1.jsonl ...), judged from their events:
+  kinesis-load verify --events w1.jsonl w2.jsonl --produce-report produced.json --lease-table app
 
 Payload: a 48-byte header (magic KTKL, version, header length, flags, run id, record id,
 per-key sequence, key index, checksum, send time), then filler to the requested size; data
@@ -81,7 +86,8 @@ enum Command {
     Consume(ConsumeArgs),
     /// Split, merge or rescale the stream on a schedule while load runs.
     Reshard(ReshardArgs),
-    /// Merge the --report-json files of consumers that shared the shards, and judge the run.
+    /// Merge the --report-json files of consumers that shared the shards, and judge the run;
+    /// or judge it from their --events files (lease sessions, checkpoints, deliveries).
     Verify(VerifyArgs),
 }
 
@@ -287,6 +293,12 @@ struct ConsumeArgs {
     /// Polling only: the wait after a GetRecords call that returned nothing.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     idle_between_reads: Duration,
+    /// Append this worker's lease and delivery events to this file as JSON lines (each
+    /// session's starting checkpoint, every batch before it is checkpointed, every checkpoint
+    /// write, lost leases), written as they happen so that they survive the worker being
+    /// killed; `kinesis-load verify --events` judges a run from them.
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
     #[command(flatten)]
     output: Output,
 }
@@ -330,8 +342,22 @@ enum ActionArg {
 #[derive(Debug, Args)]
 struct VerifyArgs {
     /// The consumers' --report-json files.
-    #[arg(long, num_args = 1.., required = true, value_name = "FILE")]
+    #[arg(long, num_args = 1.., required_unless_present = "events", value_name = "FILE")]
     reports: Vec<PathBuf>,
+    /// Judge the run from the workers' `consume --events` files (and a chaos runner's)
+    /// instead of their reports: records lost, per-key order across workers, duplicates
+    /// justified only by a change of lease owner after the last checkpoint, no checkpoint
+    /// written after a lease was lost. Survives workers killed with SIGKILL.
+    #[arg(long, num_args = 1.., conflicts_with = "reports", value_name = "FILE")]
+    events: Vec<PathBuf>,
+    /// With --events: also check the final checkpoints in this application's lease table.
+    #[arg(long, requires = "events", value_name = "APPLICATION")]
+    lease_table: Option<String>,
+    /// With --events: only wait until the files show every expected record (and every bad
+    /// record the runner declared) delivered, at most this long; exit 0 then, 3 if the time
+    /// ran out. Judges nothing: run verify again once the workers have stopped.
+    #[arg(long, requires = "events", value_name = "DURATION", value_parser = parse_duration)]
+    until_complete: Option<Duration>,
     /// Judge this run (default: the run the reports expect, else every run seen).
     #[arg(long, value_parser = parse_run_id)]
     run_id: Option<RunId>,
@@ -379,7 +405,7 @@ async fn main() -> ExitCode {
         Command::Produce(args) => produce(args).await,
         Command::Consume(args) => consume(args).await,
         Command::Reshard(args) => reshard(args).await,
-        Command::Verify(args) => verify(args),
+        Command::Verify(args) => verify(args).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -582,10 +608,17 @@ async fn consume(args: ConsumeArgs) -> anyhow::Result<bool> {
         idle: args.idle,
         timeout: args.timeout,
     };
-    let report: ConsumeReport =
-        kinesis_examples::load::consume(kinesis, leases, options, args.output.sink(), ctrl_c())
-            .await
-            .context("consume")?;
+    let events = args.events.as_deref().map(EventLog::open).transpose()?.map(Arc::new);
+    let report: ConsumeReport = kinesis_examples::load::consume_with_events(
+        kinesis,
+        leases,
+        options,
+        events,
+        args.output.sink(),
+        ctrl_c(),
+    )
+    .await
+    .context("consume")?;
     let text = report.render();
     let ok = report.verdict.ok;
     emit(&args.output, &report, text, ok)
@@ -623,7 +656,10 @@ async fn reshard(args: ReshardArgs) -> anyhow::Result<bool> {
     emit(&args.output, &events, text, true)
 }
 
-fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
+async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
+    if !args.events.is_empty() {
+        return verify_events(args).await;
+    }
     let reports: Vec<ConsumeReport> =
         args.reports.iter().map(|p| report::read_json(p)).collect::<anyhow::Result<_>>()?;
     let given = expectation(args.produce_report.as_ref(), args.run_id, args.expect)?;
@@ -645,4 +681,84 @@ fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
     let text = report.render();
     let ok = report.verdict.ok;
     emit(&args.output, &report, text, ok)
+}
+
+/// `verify --events`: waits for completion, or judges the run from the event files.
+async fn verify_events(args: VerifyArgs) -> anyhow::Result<bool> {
+    let expectation = expectation(args.produce_report.as_ref(), args.run_id, args.expect)?;
+    if let Some(limit) = args.until_complete {
+        let Some(expectation) = &expectation else {
+            anyhow::bail!("--until-complete needs --produce-report, or --run-id with --expect");
+        };
+        return wait_complete(&args.events, expectation, limit, args.output.sink()).await;
+    }
+    let (events, partial) = events::read_all(&args.events)?;
+    let leases = match &args.lease_table {
+        Some(application) => Some(final_leases(application).await?),
+        None => None,
+    };
+    let audit = audit::audit(&events, expectation.as_ref(), leases.as_deref(), partial);
+    let text = audit.render();
+    let ok = audit.ok;
+    emit(&args.output, &audit, text, ok)
+}
+
+/// Tails the event files until every expected record and declared bad record was delivered.
+async fn wait_complete(
+    files: &[PathBuf],
+    expectation: &Expectation,
+    limit: Duration,
+    progress: Option<ProgressSink>,
+) -> anyhow::Result<bool> {
+    let started = tokio::time::Instant::now();
+    let mut tail = events::EventTail::new(files);
+    let mut seen = audit::Progress::new();
+    let mut next_line = started;
+    loop {
+        for event in tail.poll()? {
+            seen.observe(&event);
+        }
+        let (records, bad) = seen.outstanding(expectation);
+        let waited = started.elapsed();
+        if records == 0 && bad == 0 {
+            eprintln!(
+                "complete after {:.1} s: every expected record ({}) and declared bad record delivered",
+                waited.as_secs_f64(),
+                expectation.expected()
+            );
+            return Ok(true);
+        }
+        if waited >= limit {
+            eprintln!(
+                "not complete after {:.0} s: {records} expected record(s) and {bad} bad record(s) not delivered",
+                limit.as_secs_f64()
+            );
+            return Ok(false);
+        }
+        if let Some(sink) = progress.as_ref().filter(|_| tokio::time::Instant::now() >= next_line) {
+            sink(&format!(
+                "[{:>5.0}s] waiting: {} delivered, {records} expected and {bad} bad record(s) outstanding",
+                waited.as_secs_f64(),
+                seen.distinct()
+            ));
+            next_line += Duration::from_secs(1);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The application's lease table as it is now, read with the consumer's own lease store.
+async fn final_leases(application: &str) -> anyhow::Result<Vec<audit::FinalLease>> {
+    let sdk = kinesis_examples::sdk_config().await;
+    let store = DynamoLeaseStore::new(&sdk, application.to_owned());
+    let scan = store.list().await.with_context(|| format!("reading lease table {application}"))?;
+    Ok(scan
+        .leases
+        .into_iter()
+        .map(|lease| audit::FinalLease {
+            shard: lease.key.to_string(),
+            owner: lease.owner.map(|o| o.to_string()),
+            checkpoint: lease.checkpoint.to_string(),
+        })
+        .collect())
 }

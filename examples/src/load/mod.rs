@@ -1,8 +1,9 @@
 //! The load generator and verifier behind the `kinesis-load` binary: `produce` writes
 //! numbered payloads through the producer at a target rate, `consume` reads them back with
 //! the consumer and checks for loss, duplicates and per-key order, `verify` merges the
-//! reports of workers that shared the shards, and `reshard` splits, merges or rescales the
-//! stream while load runs.
+//! reports of workers that shared the shards (or judges their [`events`] files with
+//! [`audit`]: the chaos run's verdict), and `reshard` splits, merges or rescales the stream
+//! while load runs.
 //!
 //! The pure parts (payload codec, id sets, latency histograms, per-second series, the
 //! verifier and its merge, pacing, key and size choice, resharding plans) are plain functions
@@ -37,7 +38,9 @@
 //! it; a wrong checksum (`checksum-mismatch`, a damaged payload) also fails the verdict.
 //! What the verifier counts and how reports merge is in [`verify`].
 
+pub mod audit;
 pub mod consume;
+pub mod events;
 pub mod histogram;
 pub mod ids;
 pub mod payload;
@@ -54,7 +57,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub use consume::{ConsumeOptions, consume};
+pub use consume::{ConsumeOptions, consume, consume_with_events};
 pub use histogram::{LatencyHistogram, Percentiles};
 pub use ids::IdSet;
 pub use payload::{Filler, Foreign, Header, RunId};
