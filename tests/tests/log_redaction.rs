@@ -346,3 +346,66 @@ fn the_ceiling_parses_as_an_env_filter_and_caps_the_sdk_at_debug() {
     assert!(passes_ceiling(&entry(Level::TRACE, "kinesis_consumer::scheduler")));
     assert!(passes_ceiling(&entry(Level::TRACE, "h2::codec")));
 }
+
+/// Whether `filter` enables events of the SDK's orchestrator and signer at `level`, as a
+/// subscriber built from it decides.
+fn sdk_enabled(filter: &str, level: Level) -> (bool, bool) {
+    let subscriber = Registry::default().with(EnvFilter::try_new(filter).expect("valid filter"));
+    tracing::subscriber::with_default(subscriber, || {
+        let smithy = match level {
+            Level::TRACE => tracing::enabled!(
+                target: "aws_smithy_runtime::client::orchestrator::http",
+                Level::TRACE
+            ),
+            Level::DEBUG => tracing::enabled!(
+                target: "aws_smithy_runtime::client::orchestrator::http",
+                Level::DEBUG
+            ),
+            Level::INFO => tracing::enabled!(
+                target: "aws_smithy_runtime::client::orchestrator::http",
+                Level::INFO
+            ),
+            _ => tracing::enabled!(
+                target: "aws_smithy_runtime::client::orchestrator::http",
+                Level::WARN
+            ),
+        };
+        let sigv4 = match level {
+            Level::TRACE => {
+                tracing::enabled!(target: "aws_sigv4::http_request::sign", Level::TRACE)
+            }
+            Level::DEBUG => {
+                tracing::enabled!(target: "aws_sigv4::http_request::sign", Level::DEBUG)
+            }
+            Level::INFO => tracing::enabled!(target: "aws_sigv4::http_request::sign", Level::INFO),
+            _ => tracing::enabled!(target: "aws_sigv4::http_request::sign", Level::WARN),
+        };
+        (smithy, sigv4)
+    })
+}
+
+#[test]
+fn cap_sdk_logs_never_raises_the_sdk_above_the_default_level_and_caps_it_at_debug() {
+    use kinesis_common::api::sdk::cap_sdk_logs;
+    // A quiet filter keeps the SDK quiet (appending SDK_LOG_CEILING alone would enable DEBUG).
+    assert_eq!(sdk_enabled(&cap_sdk_logs("warn"), Level::WARN), (true, true));
+    assert_eq!(sdk_enabled(&cap_sdk_logs("warn"), Level::INFO), (false, false));
+    assert_eq!(
+        sdk_enabled(&cap_sdk_logs("warn,kinesis_consumer=info"), Level::INFO),
+        (false, false)
+    );
+    assert_eq!(sdk_enabled(&format!("warn,{SDK_LOG_CEILING}"), Level::DEBUG), (true, true));
+    // A verbose filter keeps the SDK at DEBUG: no record data.
+    assert_eq!(sdk_enabled(&cap_sdk_logs("trace"), Level::DEBUG), (true, true));
+    assert_eq!(sdk_enabled(&cap_sdk_logs("TRACE,hyper=info"), Level::TRACE), (false, false));
+    assert_eq!(sdk_enabled(&cap_sdk_logs("info"), Level::DEBUG), (false, false));
+    assert_eq!(sdk_enabled(&cap_sdk_logs("info"), Level::INFO), (true, true));
+    // No default level: EnvFilter enables nothing unnamed, and the SDK stays off.
+    assert_eq!(sdk_enabled(&cap_sdk_logs("kinesis_producer=trace"), Level::WARN), (false, false));
+    assert_eq!(sdk_enabled(&cap_sdk_logs(""), Level::WARN), (false, false));
+    // A more specific SDK target the user names still wins, for debugging on test data.
+    assert_eq!(
+        sdk_enabled(&cap_sdk_logs("warn,aws_smithy_runtime=trace"), Level::TRACE),
+        (true, false)
+    );
+}

@@ -64,13 +64,6 @@ const STOP_LIMIT: Duration = Duration::from_secs(60);
 const RESHARD_LIMIT: Duration = Duration::from_secs(120);
 /// Poll interval of the runner's waits.
 const POLL: Duration = Duration::from_millis(100);
-/// `RUST_LOG` of the children. `kinesis-load` appends the SDK's log ceiling
-/// (`aws_smithy=debug,...`) to it, which as an `EnvFilter` directive turns the SDK's DEBUG
-/// output on; these more specific targets keep it at WARN.
-const QUIET_SDK: &str = "aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,\
-                         aws_smithy_http=warn,aws_smithy_http_client=warn,aws_smithy_types=warn,\
-                         aws_runtime::env_config=warn,aws_runtime::fs_util=warn,aws_sigv4::http_request=warn";
-
 /// `cargo xtask chaos` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ChaosArgs {
@@ -423,7 +416,7 @@ impl<'a> Chaos<'a> {
     fn kinesis_load(&self, proxied: bool) -> Command {
         let mut cmd = Command::new(&self.bins.kinesis_load);
         self.running.apply_env(&mut cmd);
-        cmd.current_dir(&self.dir).env("RUST_LOG", format!("warn,{QUIET_SDK}"));
+        cmd.current_dir(&self.dir).env("RUST_LOG", "warn");
         if proxied {
             if let Some((_, url)) = &self.kinesis_proxy {
                 cmd.env("AWS_ENDPOINT_URL_KINESIS", url);
@@ -510,7 +503,7 @@ impl<'a> Chaos<'a> {
         let report = self.dir.join(format!("{}{suffix}.json", worker.id));
         let safety = plan.production * 3 + plan.complete_within + Duration::from_secs(600);
         let mut cmd = self.kinesis_load(true);
-        cmd.env("RUST_LOG", format!("warn,kinesis_consumer=info,{QUIET_SDK}"))
+        cmd.env("RUST_LOG", "warn,kinesis_consumer=info")
             .args(["consume", "--stream", &self.stream_name, "--application", &self.application])
             .args(["--worker-id", &worker.id, "--run-id", &self.run_id, "--shared"])
             .args(["--idle", "24h", "--timeout", &millis_arg(safety)])

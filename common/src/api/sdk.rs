@@ -43,9 +43,11 @@ use super::{
 };
 use crate::{ConsumerName, HashKey, HashKeyRange, SequenceNumber, ShardId, StreamName};
 
-/// `tracing_subscriber::EnvFilter` directives that keep the AWS SDK's crates at `DEBUG` or
-/// less verbose: append them to any filter that turns `TRACE` on broadly, for example
-/// `EnvFilter::new(format!("{user_filter},{SDK_LOG_CEILING}"))`.
+/// `tracing_subscriber::EnvFilter` directives that keep the AWS SDK's crates at `DEBUG`:
+/// append them to a filter whose default level is `TRACE`, for example
+/// `EnvFilter::new(format!("trace,{SDK_LOG_CEILING}"))`. Appended to a quieter filter
+/// (`warn`) they would turn the SDK's `DEBUG` output *on*, since a directive naming a target
+/// overrides the default level; [`cap_sdk_logs`] builds the right directives for any filter.
 ///
 /// At `TRACE` the SDK logs every HTTP response body it reads (`aws_smithy_runtime`: "read
 /// HTTP response body", so GetRecords' record data, base64-encoded) and every event-stream
@@ -59,6 +61,46 @@ use crate::{ConsumerName, HashKey, HashKeyRange, SequenceNumber, ShardId, Stream
 /// debugging against an emulator with test data. [`SdkKinesis::new`] warns once when the
 /// SDK's `TRACE` output is enabled.
 pub const SDK_LOG_CEILING: &str = "aws_smithy=debug,aws_sigv4=debug,aws_runtime=debug";
+
+/// The SDK's crates whose output [`SDK_LOG_CEILING`] caps.
+const SDK_LOG_TARGETS: [&str; 3] = ["aws_smithy", "aws_sigv4", "aws_runtime"];
+
+/// `user_filter` (`tracing_subscriber::EnvFilter` directives, as in `RUST_LOG`) with the AWS
+/// SDK's crates capped at the filter's default level or `DEBUG`, whichever is quieter.
+///
+/// `warn` becomes `warn,aws_smithy=warn,aws_sigv4=warn,aws_runtime=warn` (the SDK stays
+/// quiet), `trace` becomes `trace,aws_smithy=debug,...` (no record data from the SDK, see
+/// [`SDK_LOG_CEILING`]), and a filter without a default level leaves the SDK off. A directive
+/// the user wrote for a more specific SDK target (`aws_smithy_runtime=trace`) still wins, for
+/// debugging against an emulator with test data.
+///
+/// ```
+/// use kinesis_common::api::sdk::cap_sdk_logs;
+///
+/// assert_eq!(cap_sdk_logs("info"), "info,aws_smithy=info,aws_sigv4=info,aws_runtime=info");
+/// assert_eq!(
+///     cap_sdk_logs("trace,kinesis_consumer=info"),
+///     "trace,kinesis_consumer=info,aws_smithy=debug,aws_sigv4=debug,aws_runtime=debug"
+/// );
+/// ```
+pub fn cap_sdk_logs(user_filter: &str) -> String {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let rank = |word: &str| LEVELS.iter().position(|level| level.eq_ignore_ascii_case(word));
+    // The default level is the last directive that is a bare level; without one, EnvFilter
+    // enables nothing that no directive names.
+    let default = user_filter.split(',').map(str::trim).filter_map(rank).next_back().unwrap_or(0);
+    let cap = LEVELS[default.min(4)];
+    let mut filter = user_filter.trim().trim_end_matches(',').to_owned();
+    for target in SDK_LOG_TARGETS {
+        if !filter.is_empty() {
+            filter.push(',');
+        }
+        filter.push_str(target);
+        filter.push('=');
+        filter.push_str(cap);
+    }
+    filter
+}
 
 /// Warns, once per process, when the installed subscriber enables the AWS SDK's `TRACE`
 /// output, which holds record data (see [`SDK_LOG_CEILING`]). Called when an adapter is

@@ -389,13 +389,14 @@ fn parse_run_id(s: &str) -> Result<RunId, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // RUST_LOG, with the AWS SDK kept at DEBUG at most: its TRACE output holds record data.
+    // RUST_LOG, with the AWS SDK no more verbose than the default level and at DEBUG at most:
+    // its TRACE output holds record data.
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
-    let ceiling = kinesis_common::api::sdk::SDK_LOG_CEILING;
+    let capped = kinesis_common::api::sdk::cap_sdk_logs;
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(format!("{filter},{ceiling}"))
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,{ceiling}"))),
+            tracing_subscriber::EnvFilter::try_new(capped(&filter))
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(capped("warn"))),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
