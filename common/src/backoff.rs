@@ -67,6 +67,53 @@ impl Backoff {
     }
 }
 
+/// Calls `op` until it succeeds, fails with an error `retryable` refuses, or `limit` has
+/// passed since the first call; between calls waits as [`Backoff::delay_within`] says (full
+/// jitter, never past `limit`). Returns the last error when it gives up. Each retry is logged
+/// at `WARN` with `what` (for example "listing the shards") and the error with its sources.
+///
+/// For start-up calls whose transient failures (throttling, a 5xx, a reset connection) should
+/// not fail the whole start after the SDK's own three attempts.
+#[cfg(feature = "rt")]
+pub async fn retry_within<T, E, Fut>(
+    backoff: Backoff,
+    limit: Duration,
+    what: &str,
+    retryable: impl Fn(&E) -> bool,
+    mut op: impl FnMut() -> Fut,
+) -> Result<T, E>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::error::Error,
+{
+    use rand::SeedableRng;
+
+    let start = tokio::time::Instant::now();
+    let mut rng = rand::rngs::SmallRng::from_os_rng();
+    let mut attempt = 0;
+    loop {
+        let error = match op().await {
+            Ok(value) => return Ok(value),
+            Err(error) if retryable(&error) => error,
+            Err(error) => return Err(error),
+        };
+        let remaining = limit.saturating_sub(start.elapsed());
+        let Some(delay) = backoff.delay_within(attempt, remaining, &mut rng) else {
+            return Err(error);
+        };
+        attempt += 1;
+        let mut chain = error.to_string();
+        let mut source = error.source();
+        while let Some(inner) = source {
+            chain.push_str(": ");
+            chain.push_str(&inner.to_string());
+            source = inner.source();
+        }
+        tracing::warn!(attempt, ?delay, error = %chain, "{what} failed; retrying");
+        tokio::time::sleep(delay).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +161,91 @@ mod tests {
             prop_assert!(d <= b.ceiling(attempt));
             prop_assert!(b.ceiling(attempt) <= b.max());
             prop_assert!(b.ceiling(attempt) >= b.base().min(b.max()));
+        }
+    }
+
+    #[cfg(feature = "rt")]
+    mod retry {
+        use super::super::*;
+        use std::sync::atomic::{AtomicU32, Ordering};
+
+        const POLICY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        struct Failed(&'static str);
+
+        impl std::fmt::Display for Failed {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+
+        impl std::error::Error for Failed {}
+
+        /// An operation that fails `failures` times with `error`, then answers its call count.
+        fn flaky(
+            calls: &AtomicU32,
+            failures: u32,
+            error: &'static str,
+        ) -> impl FnMut() -> std::future::Ready<Result<u32, Failed>> {
+            move || {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                std::future::ready(if n <= failures { Err(Failed(error)) } else { Ok(n) })
+            }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn retryable_errors_are_retried_until_success() {
+            let calls = AtomicU32::new(0);
+            let result = retry_within(
+                POLICY,
+                Duration::from_secs(30),
+                "op",
+                |_| true,
+                flaky(&calls, 5, "busy"),
+            )
+            .await;
+            assert_eq!(result, Ok(6));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn other_errors_fail_at_once() {
+            let calls = AtomicU32::new(0);
+            let start = tokio::time::Instant::now();
+            let result = retry_within(
+                POLICY,
+                Duration::from_secs(30),
+                "op",
+                |e: &Failed| e.0 == "busy",
+                flaky(&calls, 5, "denied"),
+            )
+            .await;
+            assert_eq!(result, Err(Failed("denied")));
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+            assert_eq!(start.elapsed(), Duration::ZERO);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn it_gives_up_with_the_last_error_once_the_limit_passed() {
+            let calls = AtomicU32::new(0);
+            let start = tokio::time::Instant::now();
+            let limit = Duration::from_secs(5);
+            let result =
+                retry_within(POLICY, limit, "op", |_| true, flaky(&calls, u32::MAX, "busy")).await;
+            assert_eq!(result, Err(Failed("busy")));
+            // Delays never run past the limit, and the last call is made at the limit at most.
+            assert!(start.elapsed() <= limit, "{:?}", start.elapsed());
+            assert!(calls.load(Ordering::SeqCst) >= 5, "{calls:?}");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_zero_limit_never_retries() {
+            let calls = AtomicU32::new(0);
+            let result =
+                retry_within(POLICY, Duration::ZERO, "op", |_| true, flaky(&calls, 1, "busy"))
+                    .await;
+            assert_eq!(result, Err(Failed("busy")));
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
         }
     }
 }

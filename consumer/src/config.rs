@@ -153,6 +153,12 @@ pub struct ConsumerConfig {
     /// Attempts for a checkpoint write that fails with a DynamoDB error (not a conflict,
     /// which is a lost lease) before the error is returned to the processor.
     pub checkpoint_attempts: u32,
+    /// How long [`ConsumerBuilder::start`](crate::ConsumerBuilder::start) keeps retrying the
+    /// lease table's creation or description and the first shard sync when they fail with
+    /// throttling or a transient error (default 60 s; zero: fail on the first such failure,
+    /// after the SDK's own attempts). A missing stream, denied access or a lease table with
+    /// the wrong schema fail at once.
+    pub start_timeout: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -173,6 +179,7 @@ impl Default for ConsumerConfig {
             deregister_on_shutdown: false,
             shutdown_timeout: Duration::from_secs(30),
             checkpoint_attempts: 3,
+            start_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kinesis_common::backoff::{Backoff, retry_within};
 use kinesis_common::{ApiError, ApiErrorKind, ConsumerName, KinesisApi, ShardId, StreamName};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -107,6 +108,9 @@ pub enum FatalError {
     LeaseTableDeleted(#[source] LeaseStoreError),
 }
 
+/// First and largest backoff ceilings between start-up retries.
+const START_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(5));
+
 /// Builds a [`Consumer`]; see [`Consumer::builder`].
 #[must_use = "call start() to run the consumer"]
 pub struct ConsumerBuilder {
@@ -184,30 +188,50 @@ impl ConsumerBuilder {
     /// Checks the configuration, creates the lease table if missing (on-demand billing),
     /// checks that the stream exists, creates leases for its shards, and starts the
     /// scheduler, which takes leases and runs a processor from `factory` for each.
+    ///
+    /// Throttling and transient failures of these calls are retried with jittered backoff
+    /// for up to [`ConsumerConfig::start_timeout`] (60 s by default), as the KCL retries a
+    /// worker's initialization; a missing stream, denied access or a lease table with the
+    /// wrong key schema fail at once.
     pub async fn start<F: ProcessorFactory>(self, factory: F) -> Result<Consumer, StartError> {
         let stream = self.stream.ok_or(StartError::MissingStream)?;
         let application = self.application_name.ok_or(StartError::MissingApplicationName)?;
         self.config.validate().map_err(StartError::Config)?;
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
-        self.store.create_table_if_missing().await.map_err(StartError::LeaseTable)?;
+        // Throttling and transient failures at start are retried for up to start_timeout.
+        let backoff = Backoff::new(START_BACKOFF.0, START_BACKOFF.1);
+        let start_timeout = self.config.start_timeout;
+        let store = &self.store;
+        retry_within(
+            backoff,
+            start_timeout,
+            "creating or describing the lease table at start",
+            LeaseStoreError::is_retryable,
+            || store.create_table_if_missing(),
+        )
+        .await
+        .map_err(StartError::LeaseTable)?;
 
         let fan_out = match &self.config.retrieval {
             Retrieval::FanOut { consumer_name } => {
-                let arn =
-                    registration::ensure_registered(self.api.as_ref(), &stream, consumer_name)
-                        .await
-                        .map_err(|error| match error {
-                            RegistrationError::Api(source)
-                                if source.kind() == ApiErrorKind::NotFound =>
-                            {
-                                StartError::StreamNotFound { stream: stream.clone(), source }
-                            }
-                            other => StartError::FanOutConsumer {
-                                name: consumer_name.clone(),
-                                stream: stream.clone(),
-                                source: Box::new(other),
-                            },
-                        })?;
+                let api = self.api.as_ref();
+                let registered = retry_within(
+                    backoff,
+                    start_timeout,
+                    "registering the fan-out consumer",
+                    |error: &RegistrationError| matches!(error, RegistrationError::Api(e) if e.is_retryable()),
+                    || registration::ensure_registered(api, &stream, consumer_name),
+                );
+                let arn = registered.await.map_err(|error| match error {
+                    RegistrationError::Api(source) if source.kind() == ApiErrorKind::NotFound => {
+                        StartError::StreamNotFound { stream: stream.clone(), source }
+                    }
+                    other => StartError::FanOutConsumer {
+                        name: consumer_name.clone(),
+                        stream: stream.clone(),
+                        source: Box::new(other),
+                    },
+                })?;
                 Some((consumer_name.clone(), arn))
             }
             Retrieval::Polling(_) => None,
@@ -226,7 +250,14 @@ impl ConsumerBuilder {
             config: Arc::new(self.config),
             notices: notices_tx,
         };
-        scheduler::sync_shards(&context).await.map_err(|error| match error {
+        let synced = retry_within(
+            backoff,
+            start_timeout,
+            "the first shard sync",
+            SyncError::is_retryable,
+            || scheduler::sync_shards(&context),
+        );
+        synced.await.map_err(|error| match error {
             SyncError::Kinesis(source) if source.kind() == ApiErrorKind::NotFound => {
                 StartError::StreamNotFound { stream: stream.clone(), source }
             }

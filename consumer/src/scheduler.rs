@@ -393,3 +393,13 @@ pub(crate) enum SyncError {
     #[error("the lease table failed")]
     Store(#[source] crate::lease::LeaseStoreError),
 }
+
+impl SyncError {
+    /// Whether the same sync may succeed if tried again after a pause.
+    pub(crate) fn is_retryable(&self) -> bool {
+        match self {
+            Self::Kinesis(error) => error.is_retryable(),
+            Self::Store(error) => error.is_retryable(),
+        }
+    }
+}

@@ -481,6 +481,7 @@ async fn access_denied_to_the_stream_fails_start_naming_the_stream_and_the_permi
         1,
         ApiError::from_code("AccessDeniedException", message.clone()),
     );
+    let started = Instant::now();
     let error = world.start(&Recorder::new()).await.unwrap_err();
     assert!(matches!(error, StartError::Kinesis { .. }), "{error:?}");
     assert_eq!(
@@ -490,6 +491,9 @@ async fn access_denied_to_the_stream_fails_start_naming_the_stream_and_the_permi
              (AccessDeniedException): {message}"
         )
     );
+    // Not retried: waiting does not grant a permission.
+    assert_eq!(world.kinesis.counters().calls(Operation::ListShards), 1);
+    assert_eq!(started.elapsed(), Duration::ZERO);
 }
 
 #[tokio::test(start_paused = true)]
@@ -651,6 +655,59 @@ async fn errors_that_may_pass_never_stop_the_consumer() {
     wait_until("every record", Duration::from_secs(120), || recorder.record_count() >= 100).await;
     assert_eq!(delivered(&recorder), stored);
     consumer.shutdown().await.unwrap();
+}
+
+/// Throttling and passing faults at start (the lease table's creation, the first shard sync)
+/// are retried, as the KCL retries a worker's initialization: the consumer starts and reads
+/// everything.
+#[tokio::test(start_paused = true)]
+async fn transient_failures_at_start_are_retried_and_the_consumer_reads_everything() {
+    let mut world = world(2);
+    world.store = Arc::new(InMemoryLeaseStore::new());
+    world.put("r", 10, 100).await;
+    let stored = world.stored().await;
+    use kinesis_consumer::lease::Operation as Store;
+    world.store.inject(Store::CreateTable, Fault::Transient);
+    world.store.inject(Store::CreateTable, Fault::Throttled);
+    world.store.inject(Store::Scan, Fault::Transient);
+    let reset = ApiError::from_code("InternalFailure", "connection reset");
+    world.kinesis.faults().fail_next_calls(Operation::ListShards, 2, reset);
+    let recorder = Recorder::new();
+    let consumer = world.start(&recorder).await.unwrap();
+    assert_eq!(world.store.calls(Store::CreateTable), 3);
+    // Two failed syncs at ListShards, one at the Scan, then one that worked (the scheduler
+    // may have listed again since).
+    assert!(world.kinesis.counters().calls(Operation::ListShards) >= 4);
+    wait_until("every record", Duration::from_secs(60), || recorder.record_count() >= 100).await;
+    assert_eq!(delivered(&recorder), stored);
+    consumer.shutdown().await.unwrap();
+}
+
+/// Faults that do not pass fail the start once `start_timeout` has passed, with the last
+/// error; faults that cannot pass by waiting (access denied) fail it at once.
+#[tokio::test(start_paused = true)]
+async fn transient_failures_at_start_fail_it_once_the_start_timeout_passed() {
+    let world = world(1);
+    let reset = ApiError::from_code("InternalFailure", "connection reset");
+    world.kinesis.faults().fail_next_calls(Operation::ListShards, usize::MAX, reset);
+    let mut config = config();
+    config.start_timeout = Duration::from_secs(10);
+    let started = Instant::now();
+    let error = Consumer::builder(world.kinesis.clone(), world.store.clone())
+        .stream(world.stream.clone())
+        .application_name("bad-input-test")
+        .config(config)
+        .start(|_: &ShardId| RecordingProcessor::new(Recorder::new(), CheckpointPolicy::EveryBatch))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StartError::Kinesis { .. }), "{error:?}");
+    assert_eq!(
+        chain(&error),
+        "listing the shards of stream bad-input failed: transient failure (InternalFailure): \
+         connection reset"
+    );
+    assert!(started.elapsed() <= Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(world.kinesis.counters().calls(Operation::ListShards) > 3);
 }
 
 /// Polls a future once: `Some` if it is ready. The in-memory store never waits.

@@ -107,6 +107,10 @@ pub struct ProducerConfig {
     /// First and largest retry backoff ceilings (defaults 100 ms and 5 s); delays are drawn
     /// with full jitter and never run past a record's TTL.
     pub retry_backoff: (Duration, Duration),
+    /// How long [`ProducerBuilder::start`](crate::ProducerBuilder::start) keeps retrying
+    /// ListShards when it fails with throttling or a transient error (default 30 s; zero:
+    /// fail on the first such failure). An unknown stream or denied access fails at once.
+    pub start_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -131,6 +135,7 @@ impl Default for ProducerConfig {
             compression: None,
             shard_map_refresh_interval: Duration::from_secs(60),
             retry_backoff: (Duration::from_millis(100), Duration::from_secs(5)),
+            start_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use kinesis_common::backoff::{Backoff, retry_within};
 use kinesis_common::{ApiError, ApiErrorKind, KinesisApi, StreamName};
 use tokio::sync::{Mutex, Semaphore, TryAcquireError, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -92,10 +93,22 @@ impl ProducerBuilder {
 
     /// Checks the settings, lists the stream's shards (so an unknown stream fails here, with
     /// a clear error) and starts the pipeline task on the current tokio runtime.
+    ///
+    /// Throttling and transient failures of ListShards are retried with jittered backoff for
+    /// up to [`ProducerConfig::start_timeout`] (30 s by default); the error is returned once
+    /// that has passed.
     pub async fn start(self) -> Result<Producer, BuildError> {
         let stream = self.stream.ok_or(BuildError::MissingStream)?;
         self.config.validate()?;
-        let shards = self.api.list_shards(&stream).await.map_err(|source| {
+        let backoff = Backoff::new(self.config.retry_backoff.0, self.config.retry_backoff.1);
+        let listed = retry_within(
+            backoff,
+            self.config.start_timeout,
+            "listing the shards at start",
+            ApiError::is_retryable,
+            || self.api.list_shards(&stream),
+        );
+        let shards = listed.await.map_err(|source| {
             if source.kind() == ApiErrorKind::NotFound {
                 BuildError::StreamNotFound { stream: stream.clone(), source }
             } else {

@@ -303,6 +303,53 @@ async fn access_denied_at_start_fails_naming_the_stream_and_the_missing_permissi
 }
 
 #[tokio::test(start_paused = true)]
+async fn access_denied_at_start_is_not_retried() {
+    let fake = FakeKinesis::new();
+    fake.create_active_stream(&orders(), 1).unwrap();
+    fake.faults().fail_next_calls(Operation::ListShards, 1, access_denied("ListShards"));
+    let api: Arc<dyn KinesisApi> = Arc::new(fake.clone());
+    let start = tokio::time::Instant::now();
+    Producer::builder(api).stream(orders()).start().await.unwrap_err();
+    assert_eq!(fake.counters().calls(Operation::ListShards), 1);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_at_start_are_retried_and_the_producer_starts() {
+    let fake = FakeKinesis::new();
+    fake.faults()
+        .fail_next_calls(Operation::ListShards, 3, ApiError::new(ApiErrorKind::Transient, "reset"))
+        .fail_next_calls(
+            Operation::ListShards,
+            2,
+            ApiError::new(ApiErrorKind::Throttled, "slow down"),
+        );
+    let producer = setup(&fake, ProducerConfig::default()).await;
+    assert_eq!(fake.counters().calls(Operation::ListShards), 6);
+    let delivery = producer.send(good(0)).await.unwrap().await.unwrap();
+    assert_eq!(delivery.attempts, 1);
+    producer.shutdown().await;
+    assert_eq!(stored(&fake).await, expected(0..1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_at_start_fail_it_once_the_start_timeout_passed() {
+    let fake = FakeKinesis::new();
+    fake.create_active_stream(&orders(), 1).unwrap();
+    let reset = ApiError::new(ApiErrorKind::Transient, "connection reset");
+    fake.faults().fail_next_calls(Operation::ListShards, usize::MAX, reset.clone());
+    let api: Arc<dyn KinesisApi> = Arc::new(fake.clone());
+    let config =
+        ProducerConfig { start_timeout: Duration::from_secs(10), ..ProducerConfig::default() };
+    let start = tokio::time::Instant::now();
+    let error = Producer::builder(api).stream(orders()).config(config).start().await.unwrap_err();
+    assert!(matches!(error, BuildError::ListShards { .. }), "{error:?}");
+    assert_eq!(chain(&error), format!("listing the shards of stream orders failed: {reset}"));
+    assert!(start.elapsed() <= Duration::from_secs(10), "{:?}", start.elapsed());
+    assert!(fake.counters().calls(Operation::ListShards) > 3);
+}
+
+#[tokio::test(start_paused = true)]
 async fn access_denied_on_a_write_rejects_its_records_at_once_and_later_records_arrive() {
     let fake = FakeKinesis::new();
     let producer = setup(&fake, ProducerConfig::default()).await;

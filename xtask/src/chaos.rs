@@ -267,12 +267,7 @@ struct Worker {
     /// Its event files, one per process.
     events: Vec<PathBuf>,
     killed: bool,
-    /// Starts of the current process that failed before its consumer started.
-    start_failures: u32,
 }
-
-/// How many times a process that failed to start (on an injected fault) is started again.
-const START_RETRIES: u32 = 3;
 
 /// The thread that holds a stolen lease, and the flag that cuts the hold short.
 struct Hold {
@@ -314,9 +309,6 @@ struct Chaos<'a> {
     /// Set once the workers are asked to stop: exits of workers and proxies are expected from
     /// then on.
     winding_down: bool,
-    /// Start-up failures that were retried (not failures of the verdict; reported).
-    notes: Vec<String>,
-    producer_start_failures: u32,
 }
 
 impl<'a> Chaos<'a> {
@@ -354,13 +346,7 @@ impl<'a> Chaos<'a> {
         });
         let workers = Plan::worker_ids()
             .into_iter()
-            .map(|id| Worker {
-                id,
-                proc: None,
-                events: Vec::new(),
-                killed: false,
-                start_failures: 0,
-            })
+            .map(|id| Worker { id, proc: None, events: Vec::new(), killed: false })
             .collect();
         Ok(Self {
             ctx,
@@ -392,8 +378,6 @@ impl<'a> Chaos<'a> {
             problems: Vec::new(),
             bad_records: 0,
             winding_down: false,
-            notes: Vec::new(),
-            producer_start_failures: 0,
         })
     }
 
@@ -434,7 +418,7 @@ impl<'a> Chaos<'a> {
         self.ctx.rt.block_on(self.stream.create(SHARDS, Duration::from_secs(60)))?;
         eprintln!("chaos: stream {} with {SHARDS} shards created", self.stream_name);
         for n in 0..self.workers.len() {
-            self.start_worker(n, false)?;
+            self.start_worker(n)?;
         }
         self.wait_balanced()?;
         self.start_producer()?;
@@ -492,12 +476,11 @@ impl<'a> Chaos<'a> {
         Ok(())
     }
 
-    /// Starts worker `n`: a new process with a new event file, or with `retry`, the same
-    /// event file again after a failed start.
-    fn start_worker(&mut self, n: usize, retry: bool) -> Result<()> {
+    /// Starts worker `n`: a new process with a new event file.
+    fn start_worker(&mut self, n: usize) -> Result<()> {
         let plan = self.plan;
         let worker = &self.workers[n];
-        let incarnation = worker.events.len() + usize::from(!retry);
+        let incarnation = worker.events.len() + 1;
         let suffix = if incarnation <= 1 { String::new() } else { format!("-{incarnation}") };
         let events = self.dir.join(format!("{}{suffix}.jsonl", worker.id));
         let report = self.dir.join(format!("{}{suffix}.json", worker.id));
@@ -515,26 +498,12 @@ impl<'a> Chaos<'a> {
             .arg(&report)
             .arg("--progress");
         let name = format!("{}{suffix}", worker.id);
-        let log_name = match worker.start_failures {
-            0 => format!("{name}.log"),
-            k => format!("{name}-start{}.log", k + 1),
-        };
-        let id = self.procs.spawn(&name, cmd, &self.dir.join(log_name))?;
+        let id = self.procs.spawn(&name, cmd, &self.dir.join(format!("{name}.log")))?;
         let worker = &mut self.workers[n];
         worker.proc = Some(id);
-        if !retry {
-            worker.events.push(events);
-            worker.start_failures = 0;
-        }
+        worker.events.push(events);
         worker.killed = false;
         Ok(())
-    }
-
-    /// Whether worker `n`'s current process logged that its consumer started.
-    fn worker_started(&self, n: usize) -> bool {
-        self.workers[n].events.last().is_some_and(|path| {
-            std::fs::read_to_string(path).is_ok_and(|text| text.contains("\"ev\":\"worker\""))
-        })
     }
 
     /// Fails if a worker or a proxy exited on its own; notes the producer's end.
@@ -551,23 +520,6 @@ impl<'a> Chaos<'a> {
             let p = self.procs.get(id);
             let Some(status) = p.try_wait()? else { continue };
             let (name, log, tail) = (p.name().to_owned(), p.log().to_owned(), p.tail(30));
-            if !self.worker_started(n) && self.workers[n].start_failures < START_RETRIES {
-                // Consumer::start gives up on a transient failure of the lease table or
-                // ListShards (after the SDK's own attempts); the injected faults hit it now and
-                // then. Nothing was read yet: start it again, and say so in the summary.
-                let why = tail.lines().last().unwrap_or_default().trim_start_matches([' ', '|']);
-                self.notes.push(format!(
-                    "{name} failed to start ({status}: {}); started again",
-                    why.trim()
-                ));
-                eprintln!(
-                    "chaos: {name} failed to start; starting it again (see {})",
-                    log.display()
-                );
-                self.workers[n].start_failures += 1;
-                self.start_worker(n, true)?;
-                continue;
-            }
             bail!(
                 "worker {name} exited on its own ({status}); last lines of {}:\n{tail}",
                 log.display()
@@ -581,21 +533,8 @@ impl<'a> Chaos<'a> {
             }
         }
         if let (Some(id), None) = (self.producer, self.produce_ended)
-            && let Some(status) = self.procs.get(id).try_wait()?
+            && self.procs.get(id).try_wait()?.is_some()
         {
-            let tail = self.procs.get(id).tail(5);
-            let failed_to_start = !status.success()
-                && tail.contains("listing the shards of stream")
-                && !self.dir.join("produced.json").exists();
-            if failed_to_start && self.producer_start_failures < START_RETRIES {
-                // Producer::start lists the shards first and gives up on a transient failure;
-                // nothing was sent. Start it again, and say so in the summary.
-                let why = tail.lines().last().unwrap_or_default().trim_start_matches([' ', '|']);
-                self.notes
-                    .push(format!("the producer failed to start ({}); started again", why.trim()));
-                self.producer_start_failures += 1;
-                return self.start_producer();
-            }
             self.produce_ended = Some(Instant::now());
             self.log.write(json!({"ev": "produce", "t": now_micros(), "phase": "end"}))?;
             self.step_done(None, "the producer finished".to_owned());
@@ -689,10 +628,7 @@ impl<'a> Chaos<'a> {
             .args(["--run-id", &self.run_id, "--seed", &self.seed.to_string()])
             .args(["--record-ttl", &millis_arg(RECORD_TTL)])
             .args(["--report-json", "produced.json", "--progress"]);
-        let log = match self.producer_start_failures {
-            0 => self.dir.join("producer.log"),
-            k => self.dir.join(format!("producer-start{}.log", k + 1)),
-        };
+        let log = self.dir.join("producer.log");
         self.producer = Some(self.procs.spawn("producer", cmd, &log)?);
         self.produce_started = Some(Instant::now());
         self.log.write(json!({"ev": "produce", "t": now_micros(), "phase": "start"}))?;
@@ -825,7 +761,7 @@ impl<'a> Chaos<'a> {
                 self.scan()?
             ));
         }
-        self.start_worker(n, false)?;
+        self.start_worker(n)?;
         self.log.write(json!({"ev": "restart", "t": now_micros(), "worker": victim}))?;
         self.step_done(
             Some(Action::Restart),
@@ -1167,7 +1103,6 @@ impl<'a> Chaos<'a> {
             drain_secs: self.drain_secs,
             total_secs: started.elapsed().as_secs_f64(),
             run_problems: self.problems.clone(),
-            notes: self.notes.clone(),
         };
         let text = summary::render_text(&inputs);
         eprint!("{text}");

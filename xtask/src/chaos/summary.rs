@@ -43,8 +43,6 @@ pub(crate) struct Inputs {
     pub(crate) total_secs: f64,
     /// What went wrong in the run itself (not the verdict).
     pub(crate) run_problems: Vec<String>,
-    /// What happened that is worth knowing but fails nothing (start-ups retried).
-    pub(crate) notes: Vec<String>,
 }
 
 fn num(v: Option<&Value>, pointer: &str) -> Option<f64> {
@@ -245,9 +243,6 @@ pub(crate) fn render_text(inputs: &Inputs) -> String {
     for (name, kib) in &inputs.peaks {
         let _ = writeln!(out, "    {name:<20} {:>9} MiB", mib(*kib));
     }
-    for note in &inputs.notes {
-        let _ = writeln!(out, "  note         {note}");
-    }
     for problem in f.problems.iter().chain(&inputs.run_problems) {
         let _ = writeln!(out, "  PROBLEM      {problem}");
     }
@@ -324,16 +319,6 @@ pub(crate) fn render_markdown(inputs: &Inputs) -> String {
     );
     for (name, kib) in &inputs.peaks {
         let _ = writeln!(out, "| {name} | {} |", mib(*kib));
-    }
-    if !inputs.notes.is_empty() {
-        let _ = writeln!(
-            out,
-            "\nStart-ups retried after an injected fault ({}):\n",
-            inputs.notes.len()
-        );
-        for note in &inputs.notes {
-            let _ = writeln!(out, "- {note}");
-        }
     }
     for problem in f.problems.iter().chain(&inputs.run_problems) {
         let _ = writeln!(out, "\nProblem: {problem}");
