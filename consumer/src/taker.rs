@@ -17,9 +17,11 @@
 //! - A plan never contains a lease this worker holds, never brings this worker above the
 //!   target (ceil(leases / workers), capped) except for very old leases, which are bounded by
 //!   [`TakerConfig::max_leases_per_worker`], and steals only when nothing is available.
-//! - A steal is only ever from the single most loaded worker, and only while that worker
-//!   holds more than the target. Unlike the KCL, a worker at the target is never stolen from,
-//!   so two workers cannot trade a lease back and forth.
+//! - A steal is only ever from the single most loaded worker: while that worker holds more
+//!   than the target, at most its excess; from a worker exactly at the target, one lease, and
+//!   only by a worker at least two below it (as the KCL). The stealer ends at most one below
+//!   the target and the victim one below it, and a worker one below the target never steals
+//!   from one at the target, so each steal narrows the spread and no lease goes back and forth.
 //! - Plans are deterministic: the same inputs give the same plan.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -161,8 +163,7 @@ pub(crate) struct TakePlan {
 /// Plans which leases `me` takes, given the scan `leases` taken at `now`, already fed to
 /// `observations`.
 ///
-/// The rules follow the KCL 2.x taker (`DynamoDBLeaseTaker.computeLeasesToTake`), except that
-/// a worker at or below the target is never stolen from:
+/// The rules follow the KCL 2.x taker (`DynamoDBLeaseTaker.computeLeasesToTake`):
 /// 1. Workers are the distinct owners of unexpired leases, plus `me`; the target is
 ///    ceil(leases / workers), capped at `max_leases_per_worker`.
 /// 2. Very old leases (owned, unrenewed for three lease durations) are taken first, up to the
@@ -172,7 +173,9 @@ pub(crate) struct TakePlan {
 /// 3. Other unowned and expired leases are taken while below the target.
 /// 4. Only when no lease is available and `me` is below the target: steal from the single
 ///    most loaded worker, if it holds more than the target, at most its excess, what `me`
-///    needs and `max_steal_per_cycle`. The victim's cheapest leases go first: children still
+///    needs and `max_steal_per_cycle`; if it holds exactly the target and `me` needs two or
+///    more, one lease (otherwise 4 leases on 3 workers would stay 2/2/0, one worker idle).
+///    Nobody steals from a worker below the target. The victim's cheapest leases go first: children still
 ///    waiting for a parent in the table, then leases at their initial position, then the
 ///    rest (moving a lease mid-shard makes the new owner reread what was not checkpointed).
 ///
@@ -242,9 +245,15 @@ pub(crate) fn plan(
             .filter(|(owner, _)| **owner != me)
             .max_by(|a, b| a.1.len().cmp(&b.1.len()).then_with(|| b.0.cmp(a.0)));
         if let Some((_, victim_leases)) = victim {
-            // Hysteresis: a worker at or below the target keeps its leases.
-            let excess = victim_leases.len().saturating_sub(target);
-            let count = excess.min(target - held).min(config.max_steal_per_cycle);
+            // Hysteresis: a worker below the target keeps its leases, and one at the target
+            // gives a single lease, only to a worker at least two below it.
+            let need = target - held;
+            let count = match victim_leases.len().checked_sub(target) {
+                Some(0) if need > 1 => 1,
+                Some(excess) => excess.min(need),
+                None => 0,
+            };
+            let count = count.min(config.max_steal_per_cycle);
             // Cheapest to move first: a child still waiting for a parent has read nothing, a
             // lease at its initial position has read nothing yet; moving a lease in the middle
             // of its shard makes the new owner read again what was not checkpointed.
@@ -477,15 +486,23 @@ mod tests {
     }
 
     #[test]
-    fn never_steals_from_a_worker_at_target() {
-        // Workers 1 and 3 hold 3 each, target ceil(7/3) = 3 ... with one more lease held by me.
-        // The KCL would steal one (need 2 > 1); we do not.
+    fn steals_one_from_a_worker_at_target_only_when_two_below_it() {
+        // Workers 1 and 3 hold 3 each, me (2) holds 1: target ceil(7/3) = 3, I need 2, so one
+        // lease from the most loaded worker (the lowest id among equals), as the KCL.
         let mut leases: Vec<Lease> = (0..3).map(|n| lease(n, Some(1), 1)).collect();
         leases.extend((3..6).map(|n| lease(n, Some(3), 1)));
         leases.push(lease(6, Some(2), 1));
         let plan = plan_after(&leases, 2, Duration::ZERO, &TakerConfig::default());
         assert_eq!(plan.target, 3);
-        assert!(plan.takes.is_empty(), "{plan:?}");
+        assert_eq!(kinds(&plan), [TakeKind::Steal]);
+        assert!(plan.takes[0].lease.is_owned_by(&worker(1)));
+        // Afterwards 2 / 3 / 2: workers one below the target never steal from one at it.
+        leases[0].owner = Some(worker(2));
+        for me in [1, 2] {
+            let plan = plan_after(&leases, me, Duration::ZERO, &TakerConfig::default());
+            assert_eq!(plan.target, 3);
+            assert!(plan.takes.is_empty(), "worker {me}: {plan:?}");
+        }
     }
 
     #[test]
@@ -631,27 +648,34 @@ mod tests {
     }
 
     #[test]
-    fn idle_workers_are_invisible_so_four_leases_stay_on_two_of_four_workers() {
-        // A worker holding nothing is not counted by others (the KCL counts lease owners too),
-        // and each idle worker sees a target of ceil(4 / 3) = 2 that nobody exceeds.
+    fn four_leases_reach_every_one_of_four_workers() {
+        // A worker holding nothing is not counted by others (the KCL counts lease owners too):
+        // the first idle worker sees a target of ceil(4 / 3) = 2 that nobody exceeds, and
+        // takes one lease from a worker at the target; then the last sees 4 workers.
         let mut sim = Sim::new(one_holds_all(4), 4, TakerConfig::default());
         for _ in 0..5 {
             sim.round(Round::OneAfterAnother);
         }
-        assert_eq!(sim.counts(), [2, 2, 0, 0]);
+        assert_eq!(sim.counts(), [1, 1, 1, 1]);
     }
 
     #[test]
-    fn hysteresis_leaves_a_spread_of_two_when_everyone_is_at_or_below_target() {
-        // 4 leases, 3 workers: the second worker's first cycle sees only two workers (target
-        // 2) and takes 2; then the target is 2 for all, nobody is above it, and the third
-        // worker stays idle. The KCL would steal one from a worker at the target here; that
-        // rule is what lets two workers trade a lease back and forth, so we accept the spread.
-        let mut sim = Sim::new(one_holds_all(4), 3, TakerConfig::default());
-        for _ in 0..5 {
-            sim.round(Round::OneAfterAnother);
+    fn four_leases_on_three_workers_leave_nobody_idle_and_then_stay() {
+        // The second worker's first cycle sees only two workers (target 2) and takes 2; the
+        // third sees target 2, nobody above it, and steals one from a worker at the target,
+        // since it needs two. Nobody one below the target steals back: it stays 1 / 2 / 1.
+        for round in [Round::OneAfterAnother, Round::AllAtOnce] {
+            let mut sim = Sim::new(one_holds_all(4), 3, TakerConfig::default());
+            for _ in 0..3 {
+                sim.round(round);
+            }
+            let settled = sim.counts();
+            assert!(sim.balanced(), "{settled:?}");
+            for _ in 0..20 {
+                sim.round(round);
+            }
+            assert_eq!(sim.counts(), settled, "a lease moved after balancing");
         }
-        assert_eq!(sim.counts(), [2, 2, 0]);
     }
 
     fn one_holds_all(n: usize) -> Vec<Lease> {
@@ -778,8 +802,14 @@ mod tests {
                     .iter()
                     .filter(|l| l.is_owned_by(&victim) && !seen.is_expired(l, now, &config))
                     .count();
-                prop_assert!(held > planned.target, "stole from a worker at or below target");
-                prop_assert!(held - steals.len() >= planned.target);
+                if held == planned.target {
+                    // From a worker at the target: one lease, to a worker two below it.
+                    prop_assert_eq!(steals.len(), 1);
+                    prop_assert!(mine + 2 <= planned.target);
+                } else {
+                    prop_assert!(held > planned.target, "stole from a worker below target");
+                    prop_assert!(held - steals.len() >= planned.target);
+                }
                 prop_assert!(steals.len() <= steal);
                 prop_assert!(leases.iter().all(|l| l.owner.is_some()));
             }
