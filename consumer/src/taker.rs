@@ -14,14 +14,18 @@
 //!   has not changed for longer than the lease duration since this worker saw it change.
 //!   Clocks of different hosts are never compared (KCL `DynamoDBLeaseTaker`, which does the
 //!   same with `lastCounterIncrementNanos`).
-//! - A plan never contains a lease this worker holds, never brings this worker above the
-//!   target (ceil(leases / workers), capped) except for very old leases, which are bounded by
+//! - Each worker's target is its fair share: leases / workers, rounded down, plus one for as
+//!   many of the most loaded workers as the division leaves over, capped (so ceil(leases /
+//!   workers) at most, and the targets add up to the number of leases).
+//! - A plan never contains a lease this worker holds, never brings this worker above its
+//!   target except for very old leases, which are bounded by
 //!   [`TakerConfig::max_leases_per_worker`], and steals only when nothing is available.
-//! - A steal is only ever from the single most loaded worker: while that worker holds more
-//!   than the target, at most its excess; from a worker exactly at the target, one lease, and
-//!   only by a worker at least two below it (as the KCL). The stealer ends at most one below
-//!   the target and the victim one below it, and a worker one below the target never steals
-//!   from one at the target, so each steal narrows the spread and no lease goes back and forth.
+//! - A steal is only ever from a most loaded worker, and only while it holds more than its
+//!   own target, at most the excess: a worker at or below its target is never stolen from.
+//!   Since the extra leases go to those who hold the most, the victim always holds at least
+//!   two more than the stealer: each steal narrows the spread, and no lease goes back and
+//!   forth. Unlike a single ceil(leases / workers) target for everyone, under which 4 leases
+//!   on 3 workers stay 2/2/0, it ends 2/1/1 with nobody idle.
 //! - Plans are deterministic: the same inputs give the same plan.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -136,7 +140,7 @@ pub(crate) enum TakeKind {
     Expired,
     /// Its owner has not renewed it for three lease durations: taken even above the target.
     VeryOld,
-    /// Taken from the most loaded worker, which holds more than the target.
+    /// Taken from a most loaded worker, which holds more than its own target.
     Steal,
 }
 
@@ -152,30 +156,55 @@ pub(crate) struct PlannedTake {
 /// The outcome of one taker cycle's planning.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TakePlan {
-    /// How many leases this worker should hold: ceil(leases / workers), capped at
-    /// [`TakerConfig::max_leases_per_worker`].
+    /// How many leases this worker should hold: its fair share, ceil(leases / workers) or one
+    /// less, capped at [`TakerConfig::max_leases_per_worker`].
     pub(crate) target: usize,
     /// The leases to take: available ones first, then steals (there are steals only when
     /// nothing was available).
     pub(crate) takes: Vec<PlannedTake>,
 }
 
+/// Each worker's share of `total` leases: `total / workers`, plus one for the `total %
+/// workers` workers that hold the most now (ties broken by the lowest id), each capped at
+/// `cap`. Uncapped, the shares add up to `total` and differ by one at most, so everyone's
+/// target is ceil(total / workers) or one less.
+///
+/// Giving the extra leases to the workers that already hold the most is what keeps leases
+/// still: a balanced table (every worker at its share) plans no move. Every worker computes
+/// the same shares from the same scan.
+fn fair_shares<'w>(
+    load: &BTreeMap<&'w WorkerId, Vec<&Lease>>,
+    total: usize,
+    cap: usize,
+) -> HashMap<&'w WorkerId, usize> {
+    let workers = load.len().max(1);
+    let (base, extra) = (total / workers, total % workers);
+    let mut ranked: Vec<(&WorkerId, usize)> =
+        load.iter().map(|(worker, held)| (*worker, held.len())).collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    ranked
+        .into_iter()
+        .enumerate()
+        .map(|(rank, (worker, _))| (worker, (base + usize::from(rank < extra)).min(cap)))
+        .collect()
+}
+
 /// Plans which leases `me` takes, given the scan `leases` taken at `now`, already fed to
 /// `observations`.
 ///
 /// The rules follow the KCL 2.x taker (`DynamoDBLeaseTaker.computeLeasesToTake`):
-/// 1. Workers are the distinct owners of unexpired leases, plus `me`; the target is
-///    ceil(leases / workers), capped at `max_leases_per_worker`.
+/// 1. Workers are the distinct owners of unexpired leases, plus `me`; each one's target is
+///    its fair share (see `fair_shares`): ceil(leases / workers) for the most loaded workers
+///    the division leaves room for, one less for the others, capped at
+///    `max_leases_per_worker`.
 /// 2. Very old leases (owned, unrenewed for three lease durations) are taken first, up to the
 ///    cap even past the target. Unlike the KCL, which counts a never-renewed unowned lease as
 ///    very old, unowned leases are not: they count against the target, so new leases (after a
 ///    reshard) are spread by the target rather than taken by whichever worker scans first.
 /// 3. Other unowned and expired leases are taken while below the target.
-/// 4. Only when no lease is available and `me` is below the target: steal from the single
-///    most loaded worker, if it holds more than the target, at most its excess, what `me`
-///    needs and `max_steal_per_cycle`; if it holds exactly the target and `me` needs two or
-///    more, one lease (otherwise 4 leases on 3 workers would stay 2/2/0, one worker idle).
-///    Nobody steals from a worker below the target. The victim's cheapest leases go first: children still
+/// 4. Only when no lease is available and `me` is below its target: steal from the worker
+///    furthest above its own target (always a most loaded one), at most its excess, what
+///    `me` needs and `max_steal_per_cycle`. The victim's cheapest leases go first: children still
 ///    waiting for a parent in the table, then leases at their initial position, then the
 ///    rest (moving a lease mid-shard makes the new owner reread what was not checkpointed).
 ///
@@ -211,8 +240,8 @@ pub(crate) fn plan(
             None => available.push(lease),
         }
     }
-    let workers = load.len();
-    let target = leases.len().div_ceil(workers).min(config.max_leases_per_worker);
+    let targets = fair_shares(&load, leases.len(), config.max_leases_per_worker);
+    let target = targets[me];
     let mut held = load[me].len();
     let mut takes = Vec::new();
 
@@ -239,21 +268,17 @@ pub(crate) fn plan(
     }
 
     if available.is_empty() && held < target {
-        // The single most loaded other worker; ties go to the lowest id, for determinism.
+        // The other worker furthest above its own target (hysteresis: a worker at or below
+        // its target keeps its leases); among equals the most loaded, then the lowest id, for
+        // determinism. Shares differ by one at most, so it is always a most loaded worker.
         let victim = load
             .iter()
             .filter(|(owner, _)| **owner != me)
-            .max_by(|a, b| a.1.len().cmp(&b.1.len()).then_with(|| b.0.cmp(a.0)));
-        if let Some((_, victim_leases)) = victim {
-            // Hysteresis: a worker below the target keeps its leases, and one at the target
-            // gives a single lease, only to a worker at least two below it.
-            let need = target - held;
-            let count = match victim_leases.len().checked_sub(target) {
-                Some(0) if need > 1 => 1,
-                Some(excess) => excess.min(need),
-                None => 0,
-            };
-            let count = count.min(config.max_steal_per_cycle);
+            .map(|(owner, held)| (*owner, held, held.len().saturating_sub(targets[owner])))
+            .filter(|(_, _, excess)| *excess > 0)
+            .max_by(|a, b| (a.2, a.1.len()).cmp(&(b.2, b.1.len())).then_with(|| b.0.cmp(a.0)));
+        if let Some((_, victim_leases, excess)) = victim {
+            let count = excess.min(target - held).min(config.max_steal_per_cycle);
             // Cheapest to move first: a child still waiting for a parent has read nothing, a
             // lease at its initial position has read nothing yet; moving a lease in the middle
             // of its shard makes the new owner read again what was not checkpointed.
@@ -476,33 +501,53 @@ mod tests {
 
     #[test]
     fn steals_from_the_most_loaded_worker_above_target() {
-        // Worker 1: 5, worker 3: 2, me (2): 0; target ceil(7/3) = 3.
+        // Worker 1: 5, worker 3: 2, me (2): 0; shares of 7: 3 for worker 1, 2 for the others.
         let mut leases: Vec<Lease> = (0..5).map(|n| lease(n, Some(1), 1)).collect();
         leases.extend((5..7).map(|n| lease(n, Some(3), 1)));
         let plan = plan_after(&leases, 2, Duration::ZERO, &TakerConfig::default());
-        assert_eq!(plan.target, 3);
+        assert_eq!(plan.target, 2);
         assert_eq!(kinds(&plan), [TakeKind::Steal; 2]);
         assert!(plan.takes.iter().all(|t| t.lease.is_owned_by(&worker(1))));
     }
 
     #[test]
-    fn steals_one_from_a_worker_at_target_only_when_two_below_it() {
-        // Workers 1 and 3 hold 3 each, me (2) holds 1: target ceil(7/3) = 3, I need 2, so one
-        // lease from the most loaded worker (the lowest id among equals), as the KCL.
+    fn never_steals_from_a_worker_at_its_share() {
+        // Workers 1 and 3 hold 3 each, me (2) holds 1. Shares of 7 on 3 workers: 3 for the
+        // most loaded (worker 1, the lower id of the two), 2 for the others. Worker 1 is at its
+        // share and keeps its leases; worker 3 is one above and gives one.
         let mut leases: Vec<Lease> = (0..3).map(|n| lease(n, Some(1), 1)).collect();
         leases.extend((3..6).map(|n| lease(n, Some(3), 1)));
         leases.push(lease(6, Some(2), 1));
         let plan = plan_after(&leases, 2, Duration::ZERO, &TakerConfig::default());
-        assert_eq!(plan.target, 3);
+        assert_eq!(plan.target, 2);
         assert_eq!(kinds(&plan), [TakeKind::Steal]);
-        assert!(plan.takes[0].lease.is_owned_by(&worker(1)));
-        // Afterwards 2 / 3 / 2: workers one below the target never steal from one at it.
-        leases[0].owner = Some(worker(2));
-        for me in [1, 2] {
+        assert!(plan.takes[0].lease.is_owned_by(&worker(3)));
+        // Afterwards 3 / 2 / 2: everyone at its share, nobody plans anything.
+        leases[3].owner = Some(worker(2));
+        for me in [1, 2, 3] {
             let plan = plan_after(&leases, me, Duration::ZERO, &TakerConfig::default());
-            assert_eq!(plan.target, 3);
             assert!(plan.takes.is_empty(), "worker {me}: {plan:?}");
         }
+    }
+
+    #[test]
+    fn shares_give_the_remainder_to_the_most_loaded_and_add_up() {
+        let leases: Vec<Lease> = (0..4).map(|n| lease(n, Some(n % 2), 1)).collect();
+        let (a, b, c) = (worker(0), worker(1), worker(2));
+        let mut load: BTreeMap<&WorkerId, Vec<&Lease>> = BTreeMap::new();
+        load.insert(&c, Vec::new());
+        for lease in &leases {
+            load.entry(lease.owner.as_ref().unwrap()).or_default().push(lease);
+        }
+        // 2 / 2 / 0: one extra lease, to the lower id of the two most loaded.
+        let shares = fair_shares(&load, 4, usize::MAX);
+        assert_eq!((shares[&a], shares[&b], shares[&c]), (2, 1, 1));
+        // Capped: nobody's share passes the cap.
+        let shares = fair_shares(&load, 4, 1);
+        assert_eq!((shares[&a], shares[&b], shares[&c]), (1, 1, 1));
+        // 9 leases on 3 workers: 3 each, whoever holds what.
+        let shares = fair_shares(&load, 9, usize::MAX);
+        assert!(shares.values().all(|s| *s == 3));
     }
 
     #[test]
@@ -632,11 +677,14 @@ mod tests {
                 self.leases.iter().all(|l| self.workers.iter().any(|(w, _)| l.is_owned_by(w)))
             );
             let counts = self.counts();
-            for (me, seen) in &self.workers {
+            for ((me, seen), count) in self.workers.iter().zip(&counts) {
                 let planned = plan(seen, &self.leases, me, self.now, &self.config);
                 prop_assert!(planned.takes.is_empty(), "{me} would take {:?}", planned.takes);
-                prop_assert!(counts.iter().all(|c| *c <= planned.target), "{counts:?}");
+                prop_assert!(*count <= planned.target, "{counts:?}");
             }
+            // Balanced: nobody idle while another holds two more.
+            let (min, max) = (counts.iter().min(), counts.iter().max());
+            prop_assert!(max.zip(min).is_none_or(|(max, min)| max - min <= 1), "{counts:?}");
             Ok(())
         }
 
@@ -802,14 +850,12 @@ mod tests {
                     .iter()
                     .filter(|l| l.is_owned_by(&victim) && !seen.is_expired(l, now, &config))
                     .count();
-                if held == planned.target {
-                    // From a worker at the target: one lease, to a worker two below it.
-                    prop_assert_eq!(steals.len(), 1);
-                    prop_assert!(mine + 2 <= planned.target);
-                } else {
-                    prop_assert!(held > planned.target, "stole from a worker below target");
-                    prop_assert!(held - steals.len() >= planned.target);
-                }
+                // The victim's own share, as it would plan from the same scan.
+                let share = plan(&seen, &leases, &victim, now, &config).target;
+                prop_assert!(held > share, "stole from a worker at or below its share");
+                prop_assert!(held - steals.len() >= share);
+                // Shares differ by one at most, so the victim held at least two more.
+                prop_assert!(held >= mine + 2, "victim {held}, stealer {mine}");
                 prop_assert!(steals.len() <= steal);
                 prop_assert!(leases.iter().all(|l| l.owner.is_some()));
             }
