@@ -531,6 +531,22 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_worker_steals_from_a_worker_above_its_share_in_the_idle_workers_view() {
+        // Workers 0 and 1 hold 2 each; worker 2 holds nothing, so they do not count it and
+        // each sees a share of 2. Worker 2 counts itself: shares 2, 1, 1, so worker 1 (the
+        // higher id of the two most loaded) is above its share and gives one lease.
+        let leases: Vec<Lease> = (0..4).map(|n| lease(n, Some(n / 2), 1)).collect();
+        let plan = plan_after(&leases, 2, Duration::ZERO, &TakerConfig::default());
+        assert_eq!(plan.target, 1);
+        assert_eq!(kinds(&plan), [TakeKind::Steal]);
+        assert!(plan.takes[0].lease.is_owned_by(&worker(1)));
+        for me in [0, 1] {
+            let plan = plan_after(&leases, me, Duration::ZERO, &TakerConfig::default());
+            assert_eq!((plan.target, plan.takes.len()), (2, 0), "worker {me}");
+        }
+    }
+
+    #[test]
     fn shares_give_the_remainder_to_the_most_loaded_and_add_up() {
         let leases: Vec<Lease> = (0..4).map(|n| lease(n, Some(n % 2), 1)).collect();
         let (a, b, c) = (worker(0), worker(1), worker(2));
@@ -786,8 +802,12 @@ mod tests {
 
     fn arb_table() -> impl Strategy<Value = (Vec<Lease>, Vec<u64>)> {
         // Up to 24 leases, each unowned or owned by one of 5 workers, each with an age in
-        // seconds since its counter last changed.
-        prop::collection::vec((prop::option::of(0..5usize), 0..40u64), 0..24).prop_map(|rows| {
+        // seconds since its counter last changed. Mostly owned and unexpired (a lease expires
+        // after 10 s), so that steals, which need a table with nothing available, are planned
+        // often.
+        let owner = prop::option::weighted(0.9, 0..5usize);
+        let age = prop_oneof![4 => 0..10u64, 1 => 10..40u64];
+        prop::collection::vec((owner, age), 0..24).prop_map(|rows| {
             let leases = rows.iter().enumerate().map(|(n, (o, _))| lease(n, *o, 1)).collect();
             (leases, rows.iter().map(|(_, age)| *age).collect())
         })
@@ -850,8 +870,16 @@ mod tests {
                     .iter()
                     .filter(|l| l.is_owned_by(&victim) && !seen.is_expired(l, now, &config))
                     .count();
-                // The victim's own share, as it would plan from the same scan.
-                let share = plan(&seen, &leases, &victim, now, &config).target;
+                // The victim's share as the stealer sees it: the owners of unexpired leases
+                // and the stealer (who may hold nothing, so the victim does not count it).
+                let mut load: BTreeMap<&WorkerId, Vec<&Lease>> = BTreeMap::new();
+                load.insert(&me, Vec::new());
+                for lease in leases.iter().filter(|l| !seen.is_expired(l, now, &config)) {
+                    if let Some(owner) = &lease.owner {
+                        load.entry(owner).or_default().push(lease);
+                    }
+                }
+                let share = fair_shares(&load, leases.len(), cap)[&victim];
                 prop_assert!(held > share, "stole from a worker at or below its share");
                 prop_assert!(held - steals.len() >= share);
                 // Shares differ by one at most, so the victim held at least two more.
