@@ -14,6 +14,7 @@ use tokio::sync::{Mutex, Semaphore, TryAcquireError, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::{ConfigError, ProducerConfig};
+use crate::key_cache::KeyCache;
 use crate::metrics::{Counters, MetricsSnapshot};
 use crate::pending::{Budget, Pending};
 use crate::pipeline::{Command, Pipeline, clock};
@@ -139,6 +140,7 @@ impl ProducerBuilder {
                 config: self.config,
                 stream,
                 closed: AtomicBool::new(false),
+                keys: KeyCache::default(),
                 counters,
                 task: Mutex::new(Some(task)),
             }),
@@ -153,6 +155,7 @@ struct Inner {
     config: ProducerConfig,
     stream: StreamName,
     closed: AtomicBool,
+    keys: KeyCache,
     counters: Arc<Counters>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -235,7 +238,7 @@ impl Producer {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(SendError::Closed { record });
         }
-        ValidRecord::new(record, self.inner.config.max_record_size)
+        ValidRecord::with_cache(record, self.inner.config.max_record_size, &self.inner.keys)
     }
 
     fn enqueue(&self, record: ValidRecord, budget: Budget) -> Result<Receipt, SendError> {
