@@ -130,14 +130,17 @@ impl Aggregator {
             Aggregation::PerShard => BufferKey { shard, key: None },
             Aggregation::SamePartitionKey => BufferKey {
                 shard,
-                key: Some((pending.record.partition_key.clone(), pending.record.explicit_hash_key)),
+                key: Some((
+                    pending.record.partition_key.clone(),
+                    pending.record.explicit_hash_key(),
+                )),
             },
             #[allow(unreachable_patterns)]
             _ => return vec![self.single(Some(shard), pending)],
         };
         let user = UserRecord {
             partition_key: pending.record.partition_key.clone(),
-            explicit_hash_key: pending.record.explicit_hash_key,
+            explicit_hash_key: pending.record.explicit_hash_key(),
             data: pending.record.data.clone(),
         };
         let limit = self.size_limit(&key);
@@ -287,7 +290,7 @@ impl Aggregator {
     pub(crate) fn single(&self, predicted: Option<ShardId>, pending: Pending) -> KinesisEntry {
         let entry = PutRecordsEntry {
             partition_key: pending.record.partition_key.clone(),
-            explicit_hash_key: pending.record.explicit_hash_key,
+            explicit_hash_key: pending.record.explicit_hash_key(),
             data: self.compress(pending.record.data.clone()),
         };
         KinesisEntry {

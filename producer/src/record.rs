@@ -53,8 +53,11 @@ impl Record {
 #[derive(Debug, Clone)]
 pub(crate) struct ValidRecord {
     pub(crate) partition_key: PartitionKey,
-    pub(crate) explicit_hash_key: Option<HashKey>,
+    /// The explicit hash key if `explicit`, else the partition key's MD5.
     pub(crate) hash_key: HashKey,
+    /// Whether the record came with an explicit hash key (kept as a flag rather than an
+    /// `Option<HashKey>`: records move through every stage, so their size counts).
+    pub(crate) explicit: bool,
     pub(crate) data: Bytes,
 }
 
@@ -90,7 +93,7 @@ impl ValidRecord {
             // The common case: placed by the partition key, whose MD5 the cache may know.
             return match keys.key(&record.partition_key) {
                 Ok((partition_key, hash_key)) => {
-                    Ok(Self { partition_key, explicit_hash_key: None, hash_key, data: record.data })
+                    Ok(Self { partition_key, hash_key, explicit: false, data: record.data })
                 }
                 Err(e) => Err(SendError::Invalid { reason: InvalidRecord::Key(e), record }),
             };
@@ -109,14 +112,25 @@ impl ValidRecord {
         };
         let hash_key =
             explicit_hash_key.unwrap_or_else(|| HashKey::from_partition_key(&partition_key));
-        Ok(Self { partition_key, explicit_hash_key, hash_key, data: record.data })
+        Ok(Self {
+            partition_key,
+            hash_key,
+            explicit: explicit_hash_key.is_some(),
+            data: record.data,
+        })
+    }
+
+    /// The explicit hash key the record came with, if any.
+    pub(crate) fn explicit_hash_key(&self) -> Option<HashKey> {
+        self.explicit.then_some(self.hash_key)
     }
 
     /// The caller's record again, for errors that hand it back.
     pub(crate) fn into_record(self) -> Record {
+        let explicit_hash_key = self.explicit_hash_key().map(|k| k.to_string());
         Record {
             partition_key: self.partition_key.into_string(),
-            explicit_hash_key: self.explicit_hash_key.map(|k| k.to_string()),
+            explicit_hash_key,
             data: self.data,
         }
     }
