@@ -199,16 +199,39 @@ impl Producer {
     /// with [`SendError::Invalid`]; after [`shutdown`](Self::shutdown) began, records are
     /// refused with [`SendError::Closed`]. The record comes back in both cases.
     pub async fn send(&self, record: Record) -> Result<Receipt, SendError> {
+        // As the semaphores' futures would: a task that sends in a loop still yields to the
+        // others (on a current-thread runtime, the pipeline) once its budget is spent. First,
+        // so that a send cancelled here has done nothing.
+        tokio::task::coop::consume_budget().await;
         let record = self.validate(record)?;
         let inner = &self.inner;
-        let records = match Arc::clone(&inner.records).acquire_owned().await {
+        // Taking permits at once when there is room skips building and polling a future per
+        // semaphore. A semaphore hands released permits to its waiters first, so this never
+        // overtakes a sender already waiting.
+        let records = match Arc::clone(&inner.records).try_acquire_owned() {
             Ok(permit) => permit,
-            Err(_) => return Err(SendError::Closed { record: record.into_record() }),
+            Err(TryAcquireError::NoPermits) => {
+                match Arc::clone(&inner.records).acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => return Err(SendError::Closed { record: record.into_record() }),
+                }
+            }
+            Err(TryAcquireError::Closed) => {
+                return Err(SendError::Closed { record: record.into_record() });
+            }
         };
         let n = byte_permits(record.size(), inner.config.max_outstanding_bytes);
-        let bytes = match Arc::clone(&inner.bytes).acquire_many_owned(n).await {
+        let bytes = match Arc::clone(&inner.bytes).try_acquire_many_owned(n) {
             Ok(permit) => permit,
-            Err(_) => return Err(SendError::Closed { record: record.into_record() }),
+            Err(TryAcquireError::NoPermits) => {
+                match Arc::clone(&inner.bytes).acquire_many_owned(n).await {
+                    Ok(permit) => permit,
+                    Err(_) => return Err(SendError::Closed { record: record.into_record() }),
+                }
+            }
+            Err(TryAcquireError::Closed) => {
+                return Err(SendError::Closed { record: record.into_record() });
+            }
         };
         self.enqueue(record, Budget { records, bytes })
     }
