@@ -63,6 +63,12 @@ impl Collectable for KinesisEntry {
     }
 }
 
+/// More than an aggregate of one record ever adds to the record's data and partition key:
+/// magic and digest (20), the key table entry's tag and length (3), an explicit hash key
+/// table entry (41), the record's tag and length (6), its index fields (4) and data tag and
+/// length (6). Records this far below the limit skip the exact calculation.
+const ALONE_OVERHEAD: usize = 128;
+
 /// Which open aggregate a record joins.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct BufferKey {
@@ -130,20 +136,25 @@ impl Aggregator {
             Aggregation::PerShard => BufferKey { shard, key: None },
             Aggregation::SamePartitionKey => BufferKey {
                 shard,
-                key: Some((pending.record.partition_key.clone(), pending.record.explicit_hash_key)),
+                key: Some((
+                    pending.record.partition_key.clone(),
+                    pending.record.explicit_hash_key(),
+                )),
             },
             #[allow(unreachable_patterns)]
             _ => return vec![self.single(Some(shard), pending)],
         };
         let user = UserRecord {
             partition_key: pending.record.partition_key.clone(),
-            explicit_hash_key: pending.record.explicit_hash_key,
+            explicit_hash_key: pending.record.explicit_hash_key(),
             data: pending.record.data.clone(),
         };
         let limit = self.size_limit(&key);
         // A record too big to share an aggregate with anything goes alone (KPL: records larger
         // than AggregationMaxSize bypass aggregation).
-        if AggregateBuilder::new().encoded_len_with(&user) > limit {
+        if pending.record.size() + ALONE_OVERHEAD > limit
+            && AggregateBuilder::new().encoded_len_with(&user) > limit
+        {
             return vec![self.single(Some(key.shard), pending)];
         }
         let mut out = Vec::new();
@@ -287,7 +298,7 @@ impl Aggregator {
     pub(crate) fn single(&self, predicted: Option<ShardId>, pending: Pending) -> KinesisEntry {
         let entry = PutRecordsEntry {
             partition_key: pending.record.partition_key.clone(),
-            explicit_hash_key: pending.record.explicit_hash_key,
+            explicit_hash_key: pending.record.explicit_hash_key(),
             data: self.compress(pending.record.data.clone()),
         };
         KinesisEntry {
@@ -365,6 +376,24 @@ mod tests {
         assert_eq!(e.entry.explicit_hash_key, Some(e.users[0].record.hash_key));
         assert_eq!(decode(e).len(), 3);
         assert_eq!(a.next_deadline(), None);
+    }
+
+    proptest! {
+        #[test]
+        fn alone_overhead_bounds_an_aggregate_of_one(
+            key in "\\PC{1,256}",
+            data_len in 0usize..100_000,
+            explicit in proptest::option::of(any::<u128>()),
+        ) {
+            let partition_key = PartitionKey::new(key).unwrap();
+            let size = partition_key.len_bytes() + data_len;
+            let user = UserRecord {
+                partition_key,
+                explicit_hash_key: explicit.map(HashKey),
+                data: Bytes::from(vec![0u8; data_len]),
+            };
+            prop_assert!(AggregateBuilder::new().encoded_len_with(&user) <= size + ALONE_OVERHEAD);
+        }
     }
 
     #[test]

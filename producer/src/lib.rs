@@ -34,6 +34,7 @@ mod barrier;
 mod collector;
 mod config;
 mod fast_hash;
+mod key_cache;
 mod limiter;
 mod metrics;
 mod pending;

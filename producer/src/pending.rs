@@ -43,7 +43,8 @@ pub(crate) struct Pending {
     pub(crate) generation: u64,
     /// Its acceptance number: the order the pipeline received records in.
     pub(crate) seq: u64,
-    pub(crate) last_error: Option<ApiError>,
+    /// Boxed: it is rare, and records move through every stage.
+    pub(crate) last_error: Option<Box<ApiError>>,
     reply: Option<oneshot::Sender<Result<Delivery, DeliveryError>>>,
     budget: Option<Budget>,
 }
@@ -111,7 +112,7 @@ impl Pending {
         let error = DeliveryError::Expired {
             record: self.take_record(),
             attempts: self.attempts,
-            last_error: self.last_error.take(),
+            last_error: self.last_error.take().map(|e| *e),
         };
         self.answer(Err(error));
     }

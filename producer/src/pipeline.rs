@@ -585,7 +585,7 @@ impl Pipeline {
         let mut alive = Vec::with_capacity(entries.len());
         for mut entry in entries {
             for user in &mut entry.users {
-                user.last_error = Some(error.clone());
+                user.last_error = Some(Box::new(error.clone()));
             }
             if let Some(entry) = self.split_expired(entry, now) {
                 alive.push(entry);
@@ -662,7 +662,7 @@ impl Pipeline {
 
     fn schedule_retry(&mut self, mut entry: KinesisEntry, error: ApiError, now: Instant) {
         for user in &mut entry.users {
-            user.last_error = Some(error.clone());
+            user.last_error = Some(Box::new(error.clone()));
         }
         let Some(entry) = self.split_expired(entry, now) else { return };
         let remaining = entry.expires_at().saturating_duration_since(now);
@@ -776,7 +776,7 @@ impl Pipeline {
                     ),
                 );
                 for mut user in entry.users {
-                    user.last_error = Some(error.clone());
+                    user.last_error = Some(Box::new(error.clone()));
                     self.route(user, now);
                 }
             }

@@ -14,6 +14,7 @@ use tokio::sync::{Mutex, Semaphore, TryAcquireError, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::{ConfigError, ProducerConfig};
+use crate::key_cache::KeyCache;
 use crate::metrics::{Counters, MetricsSnapshot};
 use crate::pending::{Budget, Pending};
 use crate::pipeline::{Command, Pipeline, clock};
@@ -139,6 +140,7 @@ impl ProducerBuilder {
                 config: self.config,
                 stream,
                 closed: AtomicBool::new(false),
+                keys: KeyCache::default(),
                 counters,
                 task: Mutex::new(Some(task)),
             }),
@@ -153,6 +155,7 @@ struct Inner {
     config: ProducerConfig,
     stream: StreamName,
     closed: AtomicBool,
+    keys: KeyCache,
     counters: Arc<Counters>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -196,16 +199,39 @@ impl Producer {
     /// with [`SendError::Invalid`]; after [`shutdown`](Self::shutdown) began, records are
     /// refused with [`SendError::Closed`]. The record comes back in both cases.
     pub async fn send(&self, record: Record) -> Result<Receipt, SendError> {
+        // As the semaphores' futures would: a task that sends in a loop still yields to the
+        // others (on a current-thread runtime, the pipeline) once its budget is spent. First,
+        // so that a send cancelled here has done nothing.
+        tokio::task::coop::consume_budget().await;
         let record = self.validate(record)?;
         let inner = &self.inner;
-        let records = match Arc::clone(&inner.records).acquire_owned().await {
+        // Taking permits at once when there is room skips building and polling a future per
+        // semaphore. A semaphore hands released permits to its waiters first, so this never
+        // overtakes a sender already waiting.
+        let records = match Arc::clone(&inner.records).try_acquire_owned() {
             Ok(permit) => permit,
-            Err(_) => return Err(SendError::Closed { record: record.into_record() }),
+            Err(TryAcquireError::NoPermits) => {
+                match Arc::clone(&inner.records).acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => return Err(SendError::Closed { record: record.into_record() }),
+                }
+            }
+            Err(TryAcquireError::Closed) => {
+                return Err(SendError::Closed { record: record.into_record() });
+            }
         };
         let n = byte_permits(record.size(), inner.config.max_outstanding_bytes);
-        let bytes = match Arc::clone(&inner.bytes).acquire_many_owned(n).await {
+        let bytes = match Arc::clone(&inner.bytes).try_acquire_many_owned(n) {
             Ok(permit) => permit,
-            Err(_) => return Err(SendError::Closed { record: record.into_record() }),
+            Err(TryAcquireError::NoPermits) => {
+                match Arc::clone(&inner.bytes).acquire_many_owned(n).await {
+                    Ok(permit) => permit,
+                    Err(_) => return Err(SendError::Closed { record: record.into_record() }),
+                }
+            }
+            Err(TryAcquireError::Closed) => {
+                return Err(SendError::Closed { record: record.into_record() });
+            }
         };
         self.enqueue(record, Budget { records, bytes })
     }
@@ -235,7 +261,7 @@ impl Producer {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(SendError::Closed { record });
         }
-        ValidRecord::new(record, self.inner.config.max_record_size)
+        ValidRecord::with_cache(record, self.inner.config.max_record_size, &self.inner.keys)
     }
 
     fn enqueue(&self, record: ValidRecord, budget: Budget) -> Result<Receipt, SendError> {

@@ -14,6 +14,8 @@ use bytes::Bytes;
 use kinesis_common::{ApiError, HashKey, PartitionKey, SequenceNumber, ShardId, ValidationError};
 use tokio::sync::oneshot;
 
+use crate::key_cache::KeyCache;
+
 /// A user record: a partition key, an optional explicit hash key, and data.
 ///
 /// The key and hash key are checked when the record is sent (see [`SendError::Invalid`]), so a
@@ -51,20 +53,50 @@ impl Record {
 #[derive(Debug, Clone)]
 pub(crate) struct ValidRecord {
     pub(crate) partition_key: PartitionKey,
-    pub(crate) explicit_hash_key: Option<HashKey>,
+    /// The explicit hash key if `explicit`, else the partition key's MD5.
     pub(crate) hash_key: HashKey,
+    /// Whether the record came with an explicit hash key (kept as a flag rather than an
+    /// `Option<HashKey>`: records move through every stage, so their size counts).
+    pub(crate) explicit: bool,
     pub(crate) data: Bytes,
 }
 
 impl ValidRecord {
     /// Checks the record against Kinesis' rules and the producer's size limit.
+    #[cfg(test)]
     pub(crate) fn new(record: Record, max_record_size: usize) -> Result<Self, SendError> {
+        Self::check(record, max_record_size, None)
+    }
+
+    /// Like `new`, taking the partition key's text and MD5 from `keys` when it holds them.
+    pub(crate) fn with_cache(
+        record: Record,
+        max_record_size: usize,
+        keys: &KeyCache,
+    ) -> Result<Self, SendError> {
+        Self::check(record, max_record_size, Some(keys))
+    }
+
+    fn check(
+        record: Record,
+        max_record_size: usize,
+        keys: Option<&KeyCache>,
+    ) -> Result<Self, SendError> {
         let size = record.size();
         if size > max_record_size {
             return Err(SendError::Invalid {
                 reason: InvalidRecord::TooLarge { size, limit: max_record_size },
                 record,
             });
+        }
+        if let (Some(keys), None) = (keys, &record.explicit_hash_key) {
+            // The common case: placed by the partition key, whose MD5 the cache may know.
+            return match keys.key(&record.partition_key) {
+                Ok((partition_key, hash_key)) => {
+                    Ok(Self { partition_key, hash_key, explicit: false, data: record.data })
+                }
+                Err(e) => Err(SendError::Invalid { reason: InvalidRecord::Key(e), record }),
+            };
         }
         let partition_key = match PartitionKey::new(record.partition_key.as_str()) {
             Ok(key) => key,
@@ -80,14 +112,25 @@ impl ValidRecord {
         };
         let hash_key =
             explicit_hash_key.unwrap_or_else(|| HashKey::from_partition_key(&partition_key));
-        Ok(Self { partition_key, explicit_hash_key, hash_key, data: record.data })
+        Ok(Self {
+            partition_key,
+            hash_key,
+            explicit: explicit_hash_key.is_some(),
+            data: record.data,
+        })
+    }
+
+    /// The explicit hash key the record came with, if any.
+    pub(crate) fn explicit_hash_key(&self) -> Option<HashKey> {
+        self.explicit.then_some(self.hash_key)
     }
 
     /// The caller's record again, for errors that hand it back.
     pub(crate) fn into_record(self) -> Record {
+        let explicit_hash_key = self.explicit_hash_key().map(|k| k.to_string());
         Record {
             partition_key: self.partition_key.into_string(),
-            explicit_hash_key: self.explicit_hash_key.map(|k| k.to_string()),
+            explicit_hash_key,
             data: self.data,
         }
     }
@@ -298,6 +341,29 @@ mod tests {
                 other => panic!("{other:?}"),
             };
             assert!(reason.to_string().contains("2^128-1"), "{bad}: {reason}");
+        }
+    }
+
+    #[test]
+    fn the_key_cache_validates_and_hashes_as_without_it() {
+        let keys = KeyCache::default();
+        for key in ["a", "key-17", "key-17", "\u{1F600}"] {
+            let r = Record::new(key, "data");
+            let cached = ValidRecord::with_cache(r.clone(), 1000, &keys).unwrap();
+            let plain = ValidRecord::new(r.clone(), 1000).unwrap();
+            assert_eq!(cached.hash_key, plain.hash_key);
+            assert_eq!(cached.partition_key, plain.partition_key);
+            assert_eq!(cached.into_record(), r);
+        }
+        let r = Record::new("key-17", "data").with_explicit_hash_key("42");
+        assert_eq!(ValidRecord::with_cache(r, 1000, &keys).unwrap().hash_key, HashKey(42));
+        for bad in [Record::new("", "x"), Record::new("k".repeat(257), "x")] {
+            match ValidRecord::with_cache(bad.clone(), 1000, &keys).unwrap_err() {
+                SendError::Invalid { reason: InvalidRecord::Key(_), record } => {
+                    assert_eq!(record, bad);
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 
