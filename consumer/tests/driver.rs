@@ -407,7 +407,7 @@ async fn three_workers_balance_eight_shards_within_two_taker_cycles(mode: Mode) 
     assert_eq!(counts.iter().sum::<usize>(), 8);
 
     // Within a renewal each worker runs exactly the shards it owns, and it stays balanced:
-    // nobody steals from a worker at the target.
+    // nobody steals from a worker at or below its share.
     tokio::time::sleep(interval * 4).await;
     assert_eq!(world.owners().await, owners, "no churn");
     let held = [a.held_shards(), b.held_shards(), c.held_shards()];
