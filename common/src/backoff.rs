@@ -102,13 +102,7 @@ where
             return Err(error);
         };
         attempt += 1;
-        let mut chain = error.to_string();
-        let mut source = error.source();
-        while let Some(inner) = source {
-            chain.push_str(": ");
-            chain.push_str(&inner.to_string());
-            source = inner.source();
-        }
+        let chain = crate::error_chain(&error);
         tracing::warn!(attempt, ?delay, error = %chain, "{what} failed; retrying");
         tokio::time::sleep(delay).await;
     }

@@ -110,6 +110,33 @@ pub enum ValidationError {
     },
 }
 
+/// `error` and its sources, joined with `": "`, as `anyhow` prints an error with `{:#}`:
+/// what to log or show so that the cause at the bottom of a chain is not lost.
+///
+/// ```
+/// use kinesis_common::{ApiError, ApiErrorKind, error_chain};
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("listing the shards failed")]
+/// struct Listing(#[source] ApiError);
+///
+/// let error = Listing(ApiError::new(ApiErrorKind::Transient, "connection reset"));
+/// assert_eq!(
+///     error_chain(&error),
+///     "listing the shards failed: transient failure: connection reset"
+/// );
+/// ```
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(next) = source {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        source = next.source();
+    }
+    text
+}
+
 /// Cuts untrusted text to at most `max` characters for an error message.
 pub(crate) fn clip(value: &str, max: usize) -> String {
     match value.char_indices().nth(max) {

@@ -5,23 +5,10 @@
 //! The producer and consumer build on these checks; their own bad-input tests are in
 //! `producer/tests/bad_input.rs` and `consumer/tests/bad_input.rs`.
 
-use std::error::Error;
-
+use kinesis_common::error_chain as chain;
 use kinesis_common::{
     ExtendedSequenceNumber, HashKey, PartitionKey, SequenceNumber, ValidationError,
 };
-
-/// The error and its sources, as `anyhow` or a logger with `{:#}` prints them.
-fn chain(error: &(dyn Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(next) = source {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        source = next.source();
-    }
-    text
-}
 
 #[test]
 fn empty_and_over_long_partition_keys_are_refused_naming_the_limit_in_characters() {

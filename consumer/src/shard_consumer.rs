@@ -546,13 +546,7 @@ async fn pending_parent(
 
 /// The sources of `error`, joined with `": "` (without `error` itself).
 pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        parts.push(inner.to_string());
-        source = inner.source();
-    }
-    parts.join(": ")
+    error.source().map(kinesis_common::error_chain).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@
 //! access), and the missing-credentials test fails before it sends anything.
 
 use std::collections::{BTreeMap, HashMap};
-use std::error::Error;
 use std::fmt::{self, Write as _};
 use std::io::{BufRead, BufReader, Read, Write as _};
 use std::sync::{Arc, Mutex};
@@ -23,6 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kinesis_common::aggregation::{AggregateBuilder, UserRecord};
 use kinesis_common::compression::{self, Codec};
+use kinesis_common::error_chain as chain;
 use kinesis_common::fake::{FakeKinesis, Operation};
 use kinesis_common::{
     ApiError, ExtendedSequenceNumber, KinesisApi, PartitionKey, PutRecordsEntry, ShardId,
@@ -37,18 +37,6 @@ use kinesis_consumer::{
     LeaseStoreError, PollingSettings, Retrieval, RunError, ShutdownReport, StartError, WorkerId,
 };
 use tokio::time::Instant;
-
-/// The error and its sources, joined as `anyhow` prints them with `{:#}`.
-fn chain(error: &(dyn Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(next) = source {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        source = next.source();
-    }
-    text
-}
 
 fn shard(n: u32) -> ShardId {
     ShardId::new(format!("shardId-{n:012}")).unwrap()

@@ -8,28 +8,16 @@
 //! Missing credentials need the AWS SDK client and are tested in
 //! `tests/tests/bad_input_emulator.rs`.
 
-use std::error::Error;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kinesis_common::aggregation::deaggregate;
+use kinesis_common::error_chain as chain;
 use kinesis_common::fake::{FakeKinesis, Operation};
 use kinesis_common::{ApiError, ApiErrorKind, KinesisApi, StreamName};
 use kinesis_producer::{
     BuildError, DeliveryError, Producer, ProducerConfig, Receipt, Record, SendError,
 };
-
-/// The error and its sources, joined as `anyhow` prints them with `{:#}`.
-fn chain(error: &(dyn Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(next) = source {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        source = next.source();
-    }
-    text
-}
 
 fn orders() -> StreamName {
     StreamName::new("orders").unwrap()

@@ -13,11 +13,11 @@
 //! or the consumer's log line when there is no caller to return an error to) and that nothing
 //! else is lost.
 
-use std::error::Error;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use kinesis_common::error_chain as chain;
 use kinesis_common::{
     ExtendedSequenceNumber, KinesisApi, PartitionKey, PutRecordsEntry, PutRecordsOutcome,
     SdkKinesis, ShardId, ShardIteratorPosition, StreamName,
@@ -32,18 +32,6 @@ use kinesis_integration_tests::{
 };
 use kinesis_producer::{BuildError, DeliveryError, Producer, ProducerConfig, Record};
 use tokio::time::Instant;
-
-/// The error and its sources, joined as `anyhow` prints them with `{:#}`.
-fn chain(error: &(dyn Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(next) = source {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        source = next.source();
-    }
-    text
-}
 
 /// Every record's data in the stream's only shard, read from TRIM_HORIZON.
 async fn stored(api: &dyn KinesisApi, stream: &StreamName) -> Vec<String> {
