@@ -6,7 +6,8 @@
 //! one size, and measures, over that aggregate:
 //!
 //! - `md5`: MD5 of the encoded aggregate's bytes (the floor);
-//! - `encode`: push every user record into an `AggregateBuilder`, then `finish`;
+//! - `encode`: `try_push` every user record into a new `AggregateBuilder` under the same
+//!   limit, as an aggregator fills one, then `finish`;
 //! - `finish`: `finish` alone on a filled builder;
 //! - `decode`: `deaggregate` without a shard range;
 //! - `decode_in_range`: `deaggregate` with the full hash key range, which hashes every
@@ -66,7 +67,7 @@ fn fill(size: usize, keys: Keys) -> Vec<UserRecord> {
 fn build(records: Vec<UserRecord>) -> AggregateBuilder {
     let mut builder = AggregateBuilder::new();
     for record in records {
-        builder.push(record);
+        builder.try_push(record, AGGREGATE_LIMIT).expect("filled to this limit");
     }
     builder
 }
@@ -97,13 +98,16 @@ fn codec(c: &mut Criterion) {
                 b.iter_batched(
                     || records.clone(),
                     // The builder goes back out so that dropping the records is not timed:
-                    // a producer keeps them after encoding anyway.
+                    // a producer keeps them after encoding anyway. One input per batch, so
+                    // that each aggregate reuses the memory the last one freed, as in a
+                    // running producer, rather than a batch of them all holding fresh pages
+                    // (which timed the kernel's page faults more than the codec).
                     |records| {
                         let builder = build(records);
                         let encoded = builder.finish();
                         (builder, encoded)
                     },
-                    BatchSize::SmallInput,
+                    BatchSize::PerIteration,
                 )
             });
             group.bench_function("finish", |b| b.iter(|| black_box(&builder).finish()));

@@ -10,7 +10,7 @@
 //!       target/release/examples/codec_profile encode 100 unique 20
 //!   ```
 //!
-//!   Arguments: operation (`md5`, `encode`, `finish`, `decode`, `decode_in_range`), record
+//!   Arguments: operation (`md5`, `encode`, `push` (encode without `finish`), `finish`, `decode`, `decode_in_range`), record
 //!   size in bytes, keys (`unique` or `50keys`), iterations. Divide the count by the
 //!   iterations.
 //!
@@ -68,9 +68,18 @@ fn run(
             for records in inputs {
                 let mut builder = AggregateBuilder::new();
                 for record in records {
-                    builder.push(record);
+                    builder.try_push(record, AGGREGATE_LIMIT).expect("filled to this limit");
                 }
                 black_box(builder.finish());
+                kept.push(builder);
+            }
+        }
+        "push" => {
+            for records in inputs {
+                let mut builder = AggregateBuilder::new();
+                for record in records {
+                    builder.try_push(record, AGGREGATE_LIMIT).expect("filled to this limit");
+                }
                 kept.push(builder);
             }
         }
@@ -105,8 +114,11 @@ fn time(
 ) -> f64 {
     let mut best = f64::MAX;
     for _ in 0..rounds {
-        let inputs =
-            if operation == "encode" { vec![records.to_vec(); per_round] } else { Vec::new() };
+        let inputs = if matches!(operation, "encode" | "push") {
+            vec![records.to_vec(); per_round]
+        } else {
+            Vec::new()
+        };
         let start = std::time::Instant::now();
         let kept = run(operation, inputs, builder, input, per_round);
         let elapsed = start.elapsed().as_secs_f64() * 1e6 / per_round as f64;
@@ -141,7 +153,7 @@ fn main() {
                 "{size} B {:6}: md5 {md5:6.1} µs",
                 if unique { "unique" } else { "50keys" }
             );
-            for operation in ["encode", "finish", "decode", "decode_in_range"] {
+            for operation in ["encode", "push", "finish", "decode", "decode_in_range"] {
                 let t = time(operation, &records, &builder, &input, rounds, 30);
                 line += &format!(" | {operation} {t:6.1} ({:.2}x)", md5 / t);
             }
@@ -169,7 +181,11 @@ fn main() {
         data: aggregate.clone(),
         approximate_arrival: None,
     };
-    let inputs = if operation == "encode" { vec![records.clone(); iterations] } else { Vec::new() };
+    let inputs = if matches!(operation, "encode" | "push") {
+        vec![records.clone(); iterations]
+    } else {
+        Vec::new()
+    };
     let kept = run(operation, inputs, &builder, &input, iterations);
     eprintln!(
         "{operation} {size} B {}: {} records, {} bytes, {iterations} iterations",

@@ -187,7 +187,11 @@ impl Aggregator {
         self.epochs.insert(epoch, key.clone());
         self.deadlines.push(Reverse((deadline, epoch)));
         let mut builder = AggregateBuilder::new();
-        builder.push(user);
+        // `try_push` sizes the new aggregate's key table from the limit; the record fits
+        // alone (checked above), so the fallback never runs.
+        if let Err(rejected) = builder.try_push(user, limit) {
+            builder.push(rejected.record);
+        }
         // Room for as many records of this size as the aggregate can take: growing the vector
         // one doubling at a time would move every pending record several times.
         let estimate = (limit / (pending.record.size() + 8)).clamp(1, self.max_count.min(4096));

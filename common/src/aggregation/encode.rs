@@ -76,6 +76,15 @@ impl Indexes {
     }
 }
 
+/// The most records [`AggregateBuilder::try_push`] expects from its byte limit when sizing the
+/// partition key table (2 048 slots, 16 KiB) and the record vectors (80 KiB); more still fit,
+/// a doubling at a time.
+const MAX_EXPECTED: usize = 1024;
+
+/// From this many records on, [`AggregateBuilder::try_push`] makes room for all it expects at
+/// the next growth; an aggregate that ends with fewer never holds more room than it used.
+const GROWN_RECORDS: usize = 32;
+
 /// Where a record would go and how much it would add; computed once, used by both the size
 /// question and the push.
 struct Placement {
@@ -130,10 +139,28 @@ impl AggregateBuilder {
     /// otherwise hands it back. An empty aggregate rejects a record too large on its own,
     /// which tells the producer that the record must travel alone (or not at all).
     ///
+    /// The first record's size and `max_bytes` tell how many records the aggregate may come
+    /// to hold (at most 1 024 are assumed); once it holds more than a few keys or records,
+    /// the key table and the record vectors make room for that many at once.
+    ///
     /// # Panics
     ///
     /// As [`push`](Self::push), if the aggregate already holds `u32::MAX - 1` user records.
     pub fn try_push(&mut self, record: UserRecord, max_bytes: usize) -> Result<(), Rejected> {
+        if self.records.is_empty() {
+            // The first record: as many more of its size as the limit leaves room for, if
+            // they share keys (six bytes of framing each). Sizes the key table once it holds
+            // more than a handful of keys, rather than a doubling at a time.
+            self.partition_keys.expected = (max_bytes / (record.data.len() + 6)).min(MAX_EXPECTED);
+        } else if self.records.len() == self.records.capacity()
+            && self.records.len() >= GROWN_RECORDS
+        {
+            // Not a handful of records: room for as many as expected at once, rather than
+            // moving them all again at each doubling.
+            let more = self.partition_keys.expected.saturating_sub(self.records.len());
+            self.records.reserve(more);
+            self.indexes.reserve(more);
+        }
         self.records.push(record);
         let placement = self.place_last();
         let encoded_len = self.encoded_len() + placement.added_len;
@@ -335,7 +362,13 @@ struct PartitionKeyTable {
     /// Empty (0), or the high 32 bits of the key's hash above its table index + 1.
     slots: Vec<u64>,
     hasher: KeyHasher,
+    /// How many records the aggregate expects: the first growth past [`MIN_SLOTS`] makes
+    /// room for that many keys at once.
+    expected: usize,
 }
+
+/// The size of the slot table when the first key arrives.
+const MIN_SLOTS: usize = 16;
 
 /// A probe this long means the keys collide on purpose: switch to SipHash.
 const FLOOD_PROBES: usize = if cfg!(test) { 4 } else { 64 };
@@ -414,7 +447,11 @@ impl PartitionKeyTable {
     /// longest probe that took.
     #[cold]
     fn grow(&mut self) -> usize {
-        let slot_count = (self.slots.len() * 2).max(16);
+        let mut slot_count = (self.slots.len() * 2).max(MIN_SLOTS);
+        if self.slots.len() == MIN_SLOTS {
+            // More than a handful of keys: as many distinct keys as records are likely.
+            slot_count = slot_count.max((self.expected * 2).next_power_of_two());
+        }
         let old = std::mem::replace(&mut self.slots, vec![0; slot_count]);
         let mut longest = 0;
         for slot in old.into_iter().filter(|&slot| slot != 0) {
@@ -767,6 +804,29 @@ mod tests {
             builder.push(record);
             assert_eq!(builder.encoded_len(), expected);
         }
+        assert_eq!(builder.finish().len(), builder.encoded_len());
+    }
+
+    #[test]
+    fn the_key_table_grows_once_to_what_the_limit_allows() {
+        let mut builder = AggregateBuilder::new();
+        let mut pushed = Vec::new();
+        for i in 0.. {
+            let record = UserRecord::new(key(&format!("key-{i}")), vec![i as u8; 100]);
+            if builder.try_push(record.clone(), 51_200).is_err() {
+                break;
+            }
+            pushed.push(record);
+            if pushed.len() == 9 {
+                // 51 200 / 106 records expected: 483 keys, 1 024 slots at most half full.
+                assert_eq!(builder.partition_keys.slots.len(), 1024);
+            }
+        }
+        assert_eq!(builder.partition_keys.slots.len(), 1024, "no further growth");
+        assert_eq!(builder.records.capacity(), 483, "room made once for what was expected");
+        let indexes: Vec<u32> = builder.indexes.iter().map(|i| i.partition_key).collect();
+        assert_eq!(indexes, (0..pushed.len() as u32).collect::<Vec<_>>());
+        assert_eq!(builder.records(), &pushed[..]);
         assert_eq!(builder.finish().len(), builder.encoded_len());
     }
 }
