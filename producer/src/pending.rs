@@ -10,7 +10,7 @@ use std::time::Instant;
 use kinesis_common::{ApiError, SequenceNumber, ShardId};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use crate::record::{Delivery, DeliveryError, ValidRecord};
+use crate::record::{Delivery, DeliveryError, Outcome, ValidRecord};
 
 /// The share of the outstanding budget a record holds until it is resolved.
 #[derive(Debug)]
@@ -45,7 +45,7 @@ pub(crate) struct Pending {
     pub(crate) seq: u64,
     /// Boxed: it is rare, and records move through every stage.
     pub(crate) last_error: Option<Box<ApiError>>,
-    reply: Option<oneshot::Sender<Result<Delivery, DeliveryError>>>,
+    reply: Option<oneshot::Sender<Outcome>>,
     budget: Option<Budget>,
 }
 
@@ -55,7 +55,7 @@ impl Pending {
         accepted_at: Instant,
         deadline: Instant,
         expires_at: Instant,
-        reply: oneshot::Sender<Result<Delivery, DeliveryError>>,
+        reply: oneshot::Sender<Outcome>,
         budget: Option<Budget>,
     ) -> Self {
         Self {
@@ -75,7 +75,7 @@ impl Pending {
     fn answer(&mut self, outcome: Result<Delivery, DeliveryError>) {
         if let Some(reply) = self.reply.take() {
             // The caller may have dropped its receipt: the record was still handled.
-            let _ = reply.send(outcome);
+            let _ = reply.send(outcome.map_err(Box::new));
         }
     }
 
@@ -146,7 +146,7 @@ pub(crate) mod tests {
         key: &str,
         data: &str,
         now: Instant,
-    ) -> (Pending, oneshot::Receiver<Result<Delivery, DeliveryError>>) {
+    ) -> (Pending, oneshot::Receiver<Outcome>) {
         let (tx, rx) = oneshot::channel();
         let record = ValidRecord::new(Record::new(key, data.to_owned()), 1 << 20).unwrap();
         let p = Pending::new(
@@ -164,7 +164,7 @@ pub(crate) mod tests {
     fn a_dropped_pending_record_answers_stopped_with_its_record() {
         let (p, mut rx) = pending("k", "payload", Instant::now());
         drop(p);
-        match rx.try_recv().unwrap() {
+        match rx.try_recv().unwrap().map_err(|error| *error) {
             Err(DeliveryError::Stopped { record, attempts: 0 }) => {
                 assert_eq!(record, Record::new("k", "payload"));
             }

@@ -287,8 +287,12 @@ impl DeliveryError {
 #[derive(Debug)]
 #[must_use = "a receipt tells whether the record was written"]
 pub struct Receipt {
-    pub(crate) rx: oneshot::Receiver<Result<Delivery, DeliveryError>>,
+    pub(crate) rx: oneshot::Receiver<Outcome>,
 }
+
+/// What the pipeline sends a [`Receipt`]: the error boxed, so that the value moved through
+/// the channel for every delivered record stays small.
+pub(crate) type Outcome = Result<Delivery, Box<DeliveryError>>;
 
 impl Future for Receipt {
     type Output = Result<Delivery, DeliveryError>;
@@ -297,6 +301,7 @@ impl Future for Receipt {
         Pin::new(&mut self.rx).poll(cx).map(|r| {
             // The pipeline always answers: `Pending`'s Drop sends `Stopped` if nothing else did.
             r.unwrap_or_else(|_| unreachable!("a pending record was dropped without an outcome"))
+                .map_err(|error| *error)
         })
     }
 }
@@ -308,6 +313,7 @@ impl Receipt {
         self.rx
             .blocking_recv()
             .unwrap_or_else(|_| unreachable!("a pending record was dropped without an outcome"))
+            .map_err(|error| *error)
     }
 }
 

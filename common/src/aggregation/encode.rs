@@ -141,7 +141,7 @@ impl AggregateBuilder {
     ///
     /// The first record's size and `max_bytes` tell how many records the aggregate may come
     /// to hold (at most 1 024 are assumed); once it holds more than a few keys or records,
-    /// the key table and the record vectors make room for that many at once.
+    /// the key table grows faster and the record vectors make room for that many at once.
     ///
     /// # Panics
     ///
@@ -362,8 +362,8 @@ struct PartitionKeyTable {
     /// Empty (0), or the high 32 bits of the key's hash above its table index + 1.
     slots: Vec<u64>,
     hasher: KeyHasher,
-    /// How many records the aggregate expects: the first growth past [`MIN_SLOTS`] makes
-    /// room for that many keys at once.
+    /// How many records the aggregate expects: the table grows four times at once while it
+    /// is below what that many keys need.
     expected: usize,
 }
 
@@ -447,11 +447,13 @@ impl PartitionKeyTable {
     /// longest probe that took.
     #[cold]
     fn grow(&mut self) -> usize {
-        let mut slot_count = (self.slots.len() * 2).max(MIN_SLOTS);
-        if self.slots.len() == MIN_SLOTS {
-            // More than a handful of keys: as many distinct keys as records are likely.
-            slot_count = slot_count.max((self.expected * 2).next_power_of_two());
-        }
+        // Four times larger while below what the expected records could need, so that a full
+        // aggregate moves its keys half as often; twice beyond. Not straight to the expected
+        // size: aggregates closed by their deadline often end far below it, and clearing a
+        // table that large would cost them more than the growth saves.
+        let needed = (self.expected * 2).next_power_of_two();
+        let factor = if self.slots.len() * 4 <= needed { 4 } else { 2 };
+        let slot_count = (self.slots.len() * factor).max(MIN_SLOTS);
         let old = std::mem::replace(&mut self.slots, vec![0; slot_count]);
         let mut longest = 0;
         for slot in old.into_iter().filter(|&slot| slot != 0) {
@@ -808,7 +810,7 @@ mod tests {
     }
 
     #[test]
-    fn the_key_table_grows_once_to_what_the_limit_allows() {
+    fn the_key_table_grows_fast_to_what_the_limit_allows() {
         let mut builder = AggregateBuilder::new();
         let mut pushed = Vec::new();
         for i in 0.. {
@@ -817,12 +819,16 @@ mod tests {
                 break;
             }
             pushed.push(record);
-            if pushed.len() == 9 {
-                // 51 200 / 106 records expected: 483 keys, 1 024 slots at most half full.
-                assert_eq!(builder.partition_keys.slots.len(), 1024);
-            }
+            // 51 200 / 106 records expected: 483 keys, 1 024 slots at most half full, reached
+            // four times larger at a time from 16.
+            let expected = match pushed.len() {
+                0..=8 => 16,
+                9..=32 => 64,
+                33..=128 => 256,
+                _ => 1024,
+            };
+            assert_eq!(builder.partition_keys.slots.len(), expected, "{} keys", pushed.len());
         }
-        assert_eq!(builder.partition_keys.slots.len(), 1024, "no further growth");
         assert_eq!(builder.records.capacity(), 483, "room made once for what was expected");
         let indexes: Vec<u32> = builder.indexes.iter().map(|i| i.partition_key).collect();
         assert_eq!(indexes, (0..pushed.len() as u32).collect::<Vec<_>>());
