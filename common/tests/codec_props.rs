@@ -206,6 +206,34 @@ proptest! {
     }
 
     #[test]
+    fn aggregates_filled_by_try_push_match_prost_byte_for_byte(
+        records in vec(user_record(), 1..300),
+        small in vec(vec(any::<u8>(), 0..8), 0..200),
+    ) {
+        // Many records, most of them small, so that the aggregate expects many and its key
+        // table and record vectors grow the way a full aggregate's do.
+        let mut records = records;
+        let keys: Vec<PartitionKey> = records.iter().map(|r| r.partition_key.clone()).collect();
+        for (i, data) in small.into_iter().enumerate() {
+            let key = if i % 3 == 0 {
+                PartitionKey::new(format!("small-{i}")).unwrap()
+            } else {
+                keys[i % keys.len()].clone()
+            };
+            records.insert(i % records.len(), UserRecord::new(key, data));
+        }
+        let mut builder = AggregateBuilder::new();
+        for record in &records {
+            builder.try_push(record.clone(), 10 << 20).expect("under 10 MiB");
+        }
+        prop_assert_eq!(builder.records(), &records[..]);
+        let ours = builder.finish();
+        prop_assert_eq!(ours.len(), builder.encoded_len());
+        let expected = frame(&oracle_message(&records).encode_to_vec());
+        prop_assert_eq!(&ours[..], &expected[..]);
+    }
+
+    #[test]
     fn encode_then_deaggregate_round_trips(records in vec(user_record(), 1..60)) {
         let mut builder = AggregateBuilder::new();
         for record in &records {
