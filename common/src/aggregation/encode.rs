@@ -76,9 +76,9 @@ impl Indexes {
     }
 }
 
-/// The most records [`AggregateBuilder::try_push`] expects from its byte limit when sizing the
-/// partition key table (2 048 slots, 16 KiB) and the record vectors (80 KiB); more still fit,
-/// a doubling at a time.
+/// The most records [`AggregateBuilder::try_push`] expects from its byte limit when growing the
+/// partition key table (to 2 048 slots, 16 KiB, at most) and sizing the record vectors (80 KiB);
+/// more still fit, a doubling at a time.
 const MAX_EXPECTED: usize = 1024;
 
 /// From this many records on, [`AggregateBuilder::try_push`] makes room for all it expects at
@@ -149,8 +149,8 @@ impl AggregateBuilder {
     pub fn try_push(&mut self, record: UserRecord, max_bytes: usize) -> Result<(), Rejected> {
         if self.records.is_empty() {
             // The first record: as many more of its size as the limit leaves room for, if
-            // they share keys (six bytes of framing each). Sizes the key table once it holds
-            // more than a handful of keys, rather than a doubling at a time.
+            // they share keys (six bytes of framing each). The key table grows towards what
+            // that many keys need four times at a time, rather than doubling.
             self.partition_keys.expected = (max_bytes / (record.data.len() + 6)).min(MAX_EXPECTED);
         } else if self.records.len() == self.records.capacity()
             && self.records.len() >= GROWN_RECORDS
