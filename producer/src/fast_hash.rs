@@ -17,6 +17,11 @@ pub(crate) struct FastHasher {
 const K: u64 = 0x517c_c1b7_2722_0a95;
 
 impl FastHasher {
+    /// A hasher starting from `seed` instead of zero.
+    pub(crate) fn with_seed(seed: u64) -> Self {
+        Self { hash: seed }
+    }
+
     fn add(&mut self, word: u64) {
         self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(K);
     }

@@ -5,26 +5,56 @@
 //! abnormally), its `Drop` answers [`DeliveryError::Stopped`] with the record, so no receipt
 //! ever hangs and no record is lost without its owner hearing of it.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use kinesis_common::{ApiError, SequenceNumber, ShardId};
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::sync::Semaphore;
 
-use crate::record::{Delivery, DeliveryError, Outcome, ValidRecord};
+use crate::receipt::Reply;
+use crate::record::{Delivery, DeliveryError, ValidRecord};
 
-/// The share of the outstanding budget a record holds until it is resolved.
+/// The pipeline's end of the outstanding budget: the permits of answered records, given
+/// back a turn's worth at a time (each release takes the semaphore's lock).
+///
+/// Dropped with the pipeline, it closes the budget: should the pipeline stop abnormally
+/// (its task panicked or was dropped), the permits of the records it held never come back,
+/// and senders waiting for them fail with `Closed` instead of waiting forever.
 #[derive(Debug)]
 pub(crate) struct Budget {
-    pub(crate) records: OwnedSemaphorePermit,
-    pub(crate) bytes: OwnedSemaphorePermit,
+    records: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    returned_records: usize,
+    returned_bytes: usize,
 }
 
 impl Budget {
-    /// Joins another record's budget into this one, so that both are returned by one release
-    /// (each release takes the semaphore's lock).
-    pub(crate) fn merge(&mut self, other: Budget) {
-        self.records.merge(other.records);
-        self.bytes.merge(other.bytes);
+    pub(crate) fn new(records: Arc<Semaphore>, bytes: Arc<Semaphore>) -> Self {
+        Self { records, bytes, returned_records: 0, returned_bytes: 0 }
+    }
+
+    /// Notes the permits of an answered record, to be returned by the next `release`.
+    pub(crate) fn give_back(&mut self, share: Option<u32>) {
+        if let Some(bytes) = share {
+            self.returned_records += 1;
+            self.returned_bytes += bytes as usize;
+        }
+    }
+
+    /// Returns the permits given back since the last call.
+    pub(crate) fn release(&mut self) {
+        if self.returned_records > 0 {
+            self.records.add_permits(std::mem::take(&mut self.returned_records));
+            self.bytes.add_permits(std::mem::take(&mut self.returned_bytes));
+        }
+    }
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        self.release();
+        self.records.close();
+        self.bytes.close();
     }
 }
 
@@ -45,8 +75,13 @@ pub(crate) struct Pending {
     pub(crate) seq: u64,
     /// Boxed: it is rare, and records move through every stage.
     pub(crate) last_error: Option<Box<ApiError>>,
-    reply: Option<oneshot::Sender<Outcome>>,
-    budget: Option<Budget>,
+    reply: Option<Reply>,
+    /// The byte permits it holds of the outstanding budget, with one record permit, until the
+    /// pipeline returns them after answering it (`None`: it holds none). Plain counts rather
+    /// than semaphore permits: the pipeline returns a turn's worth at once, which saves two
+    /// reference counts per record; if the pipeline stops abnormally it closes the budget, so
+    /// no sender waits for permits that cannot come back.
+    budget: Option<u32>,
 }
 
 impl Pending {
@@ -55,8 +90,8 @@ impl Pending {
         accepted_at: Instant,
         deadline: Instant,
         expires_at: Instant,
-        reply: oneshot::Sender<Outcome>,
-        budget: Option<Budget>,
+        reply: Reply,
+        budget: Option<u32>,
     ) -> Self {
         Self {
             record,
@@ -75,7 +110,7 @@ impl Pending {
     fn answer(&mut self, outcome: Result<Delivery, DeliveryError>) {
         if let Some(reply) = self.reply.take() {
             // The caller may have dropped its receipt: the record was still handled.
-            let _ = reply.send(outcome.map_err(Box::new));
+            reply.send(outcome.map_err(Box::new));
         }
     }
 
@@ -84,14 +119,16 @@ impl Pending {
         self.record.clone().into_record()
     }
 
-    /// Takes the record's share of the outstanding budget, to return it together with others.
-    pub(crate) fn take_budget(&mut self) -> Option<Budget> {
+    /// Takes the byte permits (and the record permit) the record holds, for the pipeline to
+    /// return.
+    pub(crate) fn take_budget(&mut self) -> Option<u32> {
         self.budget.take()
     }
 
-    /// Answers a successful write.
+    /// Answers a successful write. The record stays, answered, to be dropped with the others
+    /// of its Kinesis record.
     pub(crate) fn deliver(
-        mut self,
+        &mut self,
         shard_id: ShardId,
         sequence_number: SequenceNumber,
         sub_sequence_number: Option<u64>,
@@ -139,15 +176,12 @@ impl Drop for Pending {
 pub(crate) mod tests {
     use super::*;
     use crate::Record;
+    use crate::receipt::Receipt;
     use std::time::Duration;
 
     /// A pending record with no budget, and the receiver of its answer.
-    pub(crate) fn pending(
-        key: &str,
-        data: &str,
-        now: Instant,
-    ) -> (Pending, oneshot::Receiver<Outcome>) {
-        let (tx, rx) = oneshot::channel();
+    pub(crate) fn pending(key: &str, data: &str, now: Instant) -> (Pending, Receipt) {
+        let (tx, rx) = crate::receipt::pair();
         let record = ValidRecord::new(Record::new(key, data.to_owned()), 1 << 20).unwrap();
         let p = Pending::new(
             record,
@@ -164,7 +198,7 @@ pub(crate) mod tests {
     fn a_dropped_pending_record_answers_stopped_with_its_record() {
         let (p, mut rx) = pending("k", "payload", Instant::now());
         drop(p);
-        match rx.try_recv().unwrap().map_err(|error| *error) {
+        match rx.try_take().unwrap() {
             Err(DeliveryError::Stopped { record, attempts: 0 }) => {
                 assert_eq!(record, Record::new("k", "payload"));
             }
@@ -175,9 +209,11 @@ pub(crate) mod tests {
     #[test]
     fn an_answered_record_answers_once() {
         let now = Instant::now();
-        let (p, mut rx) = pending("k", "v", now);
+        let (mut p, mut rx) = pending("k", "v", now);
         p.deliver(ShardId::new("s").unwrap(), SequenceNumber::new("5").unwrap(), Some(2), now);
-        let d = rx.try_recv().unwrap().unwrap();
+        // Dropped after its answer: `Drop` must not answer again (it would say `Stopped`).
+        drop(p);
+        let d = rx.try_take().unwrap().unwrap();
         assert_eq!(d.sub_sequence_number, Some(2));
     }
 }

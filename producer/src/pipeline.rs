@@ -35,9 +35,10 @@ use crate::barrier::Barrier;
 use crate::collector::{Batch, Collector};
 use crate::config::{ProducerConfig, RecordOrder};
 use crate::fast_hash::{FastMap, FastSet};
+use crate::intake::Intake;
 use crate::limiter::{Limiter, ShardRate};
 use crate::metrics::Counters;
-use crate::pending::Pending;
+use crate::pending::{Budget, Pending};
 use crate::retrier::{self, Verdict};
 use crate::shard_map::ShardMap;
 
@@ -46,12 +47,10 @@ pub(crate) fn clock() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-/// What the producer handles send to the pipeline.
-// Nearly every command is a record: boxing it would cost an allocation per record.
-#[allow(clippy::large_enum_variant)]
+/// What the producer handles send to the pipeline besides records (which come through the
+/// [`Intake`]).
 #[derive(Debug)]
 pub(crate) enum Command {
-    Record(Pending),
     Flush(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -65,8 +64,23 @@ enum Retry {
     Route(Pending),
 }
 
-/// How many inbox commands are taken per turn before the timers are looked at again.
+/// How many commands, and how many records, are taken per turn before the timers are looked
+/// at again.
 const INBOX_BATCH: usize = 4096;
+
+/// The pipeline's hold on the intake: when the pipeline goes, however it goes (its task
+/// panicked or its runtime stopped), the intake is closed, so senders get their records back
+/// instead of queueing them for nobody.
+#[derive(Debug)]
+struct IntakeEnd(Arc<Intake>);
+
+impl Drop for IntakeEnd {
+    fn drop(&mut self) {
+        // What it held is dropped here, and each record answers `Stopped` (see `Pending`).
+        let mut rest = VecDeque::new();
+        self.0.close(&mut rest);
+    }
+}
 
 pub(crate) struct Pipeline {
     api: Arc<dyn KinesisApi>,
@@ -75,6 +89,10 @@ pub(crate) struct Pipeline {
     counters: Arc<Counters>,
     inbox: mpsc::UnboundedReceiver<Command>,
     inbox_open: bool,
+    intake: IntakeEnd,
+    /// Records taken from the intake and not yet routed, oldest first.
+    arrived: VecDeque<Pending>,
+    budget: Budget,
 
     map: ShardMap,
     aggregator: Aggregator,
@@ -115,9 +133,22 @@ pub(crate) struct Pipeline {
     next_seq: u64,
 
     generation: u64,
-    outstanding: BTreeMap<u64, usize>,
+    /// Unanswered records per flush generation, oldest first (generations only grow, and
+    /// nearly always one or two are alive: a queue beats a map per record).
+    outstanding: VecDeque<(u64, usize)>,
     flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// The pipeline's ends of what it shares with the producer handles.
+#[derive(Debug)]
+pub(crate) struct Ends {
+    /// Flushes and shutdowns.
+    pub(crate) inbox: mpsc::UnboundedReceiver<Command>,
+    /// Records.
+    pub(crate) intake: Arc<Intake>,
+    /// The outstanding budget the records hold.
+    pub(crate) budget: Budget,
 }
 
 impl Pipeline {
@@ -126,9 +157,10 @@ impl Pipeline {
         stream: StreamName,
         config: ProducerConfig,
         counters: Arc<Counters>,
-        inbox: mpsc::UnboundedReceiver<Command>,
+        ends: Ends,
         map: ShardMap,
     ) -> Self {
+        let Ends { inbox, intake, budget } = ends;
         let now = clock();
         let aggregator = Aggregator::new(
             config.aggregation.clone(),
@@ -154,6 +186,9 @@ impl Pipeline {
             counters,
             inbox,
             inbox_open: true,
+            intake: IntakeEnd(intake),
+            arrived: VecDeque::new(),
+            budget,
             map,
             aggregator,
             limiter,
@@ -179,7 +214,7 @@ impl Pipeline {
             barrier: Barrier::default(),
             next_seq: 0,
             generation: 0,
-            outstanding: BTreeMap::new(),
+            outstanding: VecDeque::new(),
             flush_waiters: Vec::new(),
             shutdown_waiters: Vec::new(),
         }
@@ -187,13 +222,18 @@ impl Pipeline {
 
     /// Runs until shut down (or every handle is dropped) and nothing is left in flight.
     pub(crate) async fn run(mut self) {
+        let mut commands = Vec::with_capacity(INBOX_BATCH);
         loop {
             let now = clock();
+            self.take_records(now);
             self.advance(now);
+            // The permits of the records answered this turn, in one release per semaphore.
+            self.budget.release();
             if self.finished() {
                 break;
             }
-            let wake = self.next_wake(now);
+            // Records left for the next turn: look at the rest, then come straight back.
+            let wake = if self.arrived.is_empty() { self.next_wake(now) } else { now };
             tokio::select! {
                 biased;
                 Some(joined) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
@@ -217,19 +257,21 @@ impl Pipeline {
                     let result = joined.unwrap_or_else(|e| Err(ApiError::new(ApiErrorKind::Other, e.to_string())));
                     self.on_shards(result);
                 }
-                command = self.inbox.recv(), if self.inbox_open => match command {
-                    Some(command) => {
-                        self.on_command(command);
-                        for _ in 1..INBOX_BATCH {
-                            match self.inbox.try_recv() {
-                                Ok(command) => self.on_command(command),
-                                Err(_) => break,
-                            }
-                        }
+                // Up to a batch of commands at a time, moved once into a reused vector.
+                taken = self.inbox.recv_many(&mut commands, INBOX_BATCH), if self.inbox_open => {
+                    let now = clock();
+                    if taken == 0 {
+                        // Every handle is gone: behave as a shutdown nobody waits for, after
+                        // taking what they queued.
+                        self.inbox_open = false;
+                        self.take_all(true, now);
                     }
-                    // Every handle is gone: behave as a shutdown nobody waits for.
-                    None => self.inbox_open = false,
-                },
+                    for command in commands.drain(..) {
+                        self.on_command(command, now);
+                    }
+                }
+                // Records are taken at the top of the loop; this only wakes it.
+                () = self.intake.0.ready(), if self.inbox_open => {}
                 () = sleep_until(wake) => {}
             }
         }
@@ -253,29 +295,63 @@ impl Pipeline {
     /// Done once the inbox is closed and drained (shutdown, or every handle dropped) and every
     /// record that came in has been answered.
     fn finished(&self) -> bool {
-        !self.inbox_open && self.outstanding.is_empty() && self.in_flight.is_empty()
+        !self.inbox_open
+            && self.arrived.is_empty()
+            && self.outstanding.is_empty()
+            && self.in_flight.is_empty()
     }
 
-    fn on_command(&mut self, command: Command) {
+    /// Routes up to a batch of the records that arrived, taking more from the intake once
+    /// those before them are routed.
+    fn take_records(&mut self, now: Instant) {
+        if self.arrived.is_empty() {
+            self.intake.0.take(&mut self.arrived);
+        }
+        for _ in 0..INBOX_BATCH {
+            let Some(pending) = self.arrived.pop_front() else { break };
+            self.on_record(pending, now);
+        }
+    }
+
+    /// Routes every record accepted so far (and closes the intake if `close`): a flush or a
+    /// shutdown covers every record accepted before it.
+    fn take_all(&mut self, close: bool, now: Instant) {
+        if close {
+            self.intake.0.close(&mut self.arrived);
+        } else {
+            self.intake.0.take(&mut self.arrived);
+        }
+        while let Some(pending) = self.arrived.pop_front() {
+            self.on_record(pending, now);
+        }
+    }
+
+    fn on_record(&mut self, mut pending: Pending, now: Instant) {
+        pending.generation = self.generation;
+        pending.seq = self.next_seq;
+        self.next_seq += 1;
+        match self.outstanding.back_mut() {
+            Some((generation, count)) if *generation == self.generation => *count += 1,
+            _ => self.outstanding.push_back((self.generation, 1)),
+        }
+        self.route(pending, now);
+    }
+
+    fn on_command(&mut self, command: Command, now: Instant) {
         match command {
-            Command::Record(mut pending) => {
-                pending.generation = self.generation;
-                pending.seq = self.next_seq;
-                self.next_seq += 1;
-                *self.outstanding.entry(self.generation).or_default() += 1;
-                self.route(pending, clock());
-            }
             Command::Flush(reply) => {
+                self.take_all(false, now);
                 let generation = self.generation;
                 self.generation += 1;
-                if self.outstanding.range(..=generation).next().is_none() {
+                if self.answered_up_to(generation) {
                     let _ = reply.send(());
                 } else {
                     self.flush_waiters.push((generation, reply));
                 }
             }
             Command::Shutdown(reply) => {
-                // Stop taking records: whatever is already in the inbox is still handled.
+                // Stop taking records: whatever is already queued is still handled.
+                self.take_all(true, now);
                 self.inbox.close();
                 self.shutdown_waiters.push(reply);
             }
@@ -615,19 +691,13 @@ impl Pipeline {
                 let waited = now.saturating_duration_since(oldest);
                 self.counters.put(entry.users.len(), entry.entry.size(), waited);
                 let aggregated = entry.aggregated;
-                // Returned in one release after the receipts are answered.
-                let mut budget: Option<crate::pending::Budget> = None;
-                for (index, mut user) in entry.users.into_iter().enumerate() {
-                    if let Some(b) = user.take_budget() {
-                        match &mut budget {
-                            Some(all) => all.merge(b),
-                            None => budget = Some(b),
-                        }
-                    }
-                    let generation = user.generation;
+                // Answered in place: a record is not moved again on its way out.
+                let mut users = entry.users;
+                for (index, user) in users.iter_mut().enumerate() {
+                    let (generation, share) = (user.generation, user.take_budget());
                     let sub = aggregated.then_some(index as u64);
                     user.deliver(shard_id.clone(), sequence_number.clone(), sub, now);
-                    self.resolved(generation);
+                    self.resolved(generation, share);
                 }
             }
             Verdict::WrongShard { shard_id, sequence_number } => {
@@ -651,10 +721,10 @@ impl Pipeline {
             Verdict::Reject { error } => {
                 let code = error.code().unwrap_or("none").to_owned();
                 self.counters.rejected(entry.users.len(), &code);
-                for user in entry.users {
-                    let generation = user.generation;
+                for mut user in entry.users {
+                    let (generation, share) = (user.generation, user.take_budget());
                     user.reject(error.clone());
-                    self.resolved(generation);
+                    self.resolved(generation, share);
                 }
             }
         }
@@ -741,10 +811,10 @@ impl Pipeline {
             return;
         }
         self.counters.expired(users.len());
-        for user in users {
-            let generation = user.generation;
+        for mut user in users {
+            let (generation, share) = (user.generation, user.take_budget());
             user.expire();
-            self.resolved(generation);
+            self.resolved(generation, share);
         }
     }
 
@@ -784,25 +854,33 @@ impl Pipeline {
         }
     }
 
-    /// Bookkeeping after a user record was answered: flush waiters whose records are all
+    /// Bookkeeping after a user record was answered: its share of the outstanding budget is
+    /// given back (returned at the end of the turn), and flush waiters whose records are all
     /// answered are released.
-    fn resolved(&mut self, generation: u64) {
-        if let Some(count) = self.outstanding.get_mut(&generation) {
+    fn resolved(&mut self, generation: u64, share: Option<u32>) {
+        self.budget.give_back(share);
+        if let Some(at) = self.outstanding.iter().position(|(g, _)| *g == generation) {
+            let count = &mut self.outstanding[at].1;
             *count -= 1;
             if *count == 0 {
-                self.outstanding.remove(&generation);
+                self.outstanding.remove(at);
             }
         }
         let mut i = 0;
         while i < self.flush_waiters.len() {
             let generation = self.flush_waiters[i].0;
-            if self.outstanding.range(..=generation).next().is_none() {
+            if self.answered_up_to(generation) {
                 let (_, reply) = self.flush_waiters.swap_remove(i);
                 let _ = reply.send(());
             } else {
                 i += 1;
             }
         }
+    }
+
+    /// Whether every record of `generation` and earlier ones is answered.
+    fn answered_up_to(&self, generation: u64) -> bool {
+        self.outstanding.front().is_none_or(|(oldest, _)| *oldest > generation)
     }
 
     fn start_refresh(&mut self) {

@@ -14,11 +14,13 @@ use tokio::sync::{Mutex, Semaphore, TryAcquireError, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::{ConfigError, ProducerConfig};
+use crate::intake::Intake;
 use crate::key_cache::KeyCache;
 use crate::metrics::{Counters, MetricsSnapshot};
 use crate::pending::{Budget, Pending};
-use crate::pipeline::{Command, Pipeline, clock};
-use crate::record::{Receipt, Record, SendError, ValidRecord};
+use crate::pipeline::{Command, Ends, Pipeline, clock};
+use crate::receipt::Receipt;
+use crate::record::{Record, SendError, ValidRecord};
 use crate::shard_map::ShardMap;
 
 /// Why a producer could not start.
@@ -122,12 +124,19 @@ impl ProducerBuilder {
         })?;
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::unbounded_channel();
+        let intake = Arc::new(Intake::default());
+        let records = Arc::new(Semaphore::new(self.config.max_outstanding_records));
+        let bytes = Arc::new(Semaphore::new(self.config.max_outstanding_bytes));
         let pipeline = Pipeline::new(
             self.api,
             stream.clone(),
             self.config.clone(),
             Arc::clone(&counters),
-            rx,
+            Ends {
+                inbox: rx,
+                intake: Arc::clone(&intake),
+                budget: Budget::new(Arc::clone(&records), Arc::clone(&bytes)),
+            },
             map,
         );
         let span = tracing::info_span!("kinesis_producer", stream = %stream);
@@ -135,12 +144,13 @@ impl ProducerBuilder {
         Ok(Producer {
             inner: Arc::new(Inner {
                 tx,
-                records: Arc::new(Semaphore::new(self.config.max_outstanding_records)),
-                bytes: Arc::new(Semaphore::new(self.config.max_outstanding_bytes)),
+                records,
+                bytes,
                 config: self.config,
                 stream,
                 closed: AtomicBool::new(false),
                 keys: KeyCache::default(),
+                intake,
                 counters,
                 task: Mutex::new(Some(task)),
             }),
@@ -156,6 +166,7 @@ struct Inner {
     stream: StreamName,
     closed: AtomicBool,
     keys: KeyCache,
+    intake: Arc<Intake>,
     counters: Arc<Counters>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -208,32 +219,31 @@ impl Producer {
         // Taking permits at once when there is room skips building and polling a future per
         // semaphore. A semaphore hands released permits to its waiters first, so this never
         // overtakes a sender already waiting.
-        let records = match Arc::clone(&inner.records).try_acquire_owned() {
+        let records = match inner.records.try_acquire() {
             Ok(permit) => permit,
-            Err(TryAcquireError::NoPermits) => {
-                match Arc::clone(&inner.records).acquire_owned().await {
-                    Ok(permit) => permit,
-                    Err(_) => return Err(SendError::Closed { record: record.into_record() }),
-                }
-            }
+            Err(TryAcquireError::NoPermits) => match inner.records.acquire().await {
+                Ok(permit) => permit,
+                Err(_) => return Err(SendError::Closed { record: record.into_record() }),
+            },
             Err(TryAcquireError::Closed) => {
                 return Err(SendError::Closed { record: record.into_record() });
             }
         };
         let n = byte_permits(record.size(), inner.config.max_outstanding_bytes);
-        let bytes = match Arc::clone(&inner.bytes).try_acquire_many_owned(n) {
+        let bytes = match inner.bytes.try_acquire_many(n) {
             Ok(permit) => permit,
-            Err(TryAcquireError::NoPermits) => {
-                match Arc::clone(&inner.bytes).acquire_many_owned(n).await {
-                    Ok(permit) => permit,
-                    Err(_) => return Err(SendError::Closed { record: record.into_record() }),
-                }
-            }
+            Err(TryAcquireError::NoPermits) => match inner.bytes.acquire_many(n).await {
+                Ok(permit) => permit,
+                Err(_) => return Err(SendError::Closed { record: record.into_record() }),
+            },
             Err(TryAcquireError::Closed) => {
                 return Err(SendError::Closed { record: record.into_record() });
             }
         };
-        self.enqueue(record, Budget { records, bytes })
+        // Held from here as counts in the record; the pipeline returns them once it answers.
+        records.forget();
+        bytes.forget();
+        self.enqueue(record, n)
     }
 
     /// Like [`send`](Self::send), but never waits: fails with [`SendError::Full`] when the
@@ -245,16 +255,18 @@ impl Producer {
             TryAcquireError::Closed => SendError::Closed { record: record.into_record() },
             TryAcquireError::NoPermits => SendError::Full { record: record.into_record() },
         };
-        let records = match Arc::clone(&inner.records).try_acquire_owned() {
+        let records = match inner.records.try_acquire() {
             Ok(permit) => permit,
             Err(e) => return Err(refused(e, record)),
         };
         let n = byte_permits(record.size(), inner.config.max_outstanding_bytes);
-        let bytes = match Arc::clone(&inner.bytes).try_acquire_many_owned(n) {
+        let bytes = match inner.bytes.try_acquire_many(n) {
             Ok(permit) => permit,
             Err(e) => return Err(refused(e, record)),
         };
-        self.enqueue(record, Budget { records, bytes })
+        records.forget();
+        bytes.forget();
+        self.enqueue(record, n)
     }
 
     fn validate(&self, record: Record) -> Result<ValidRecord, SendError> {
@@ -264,31 +276,32 @@ impl Producer {
         ValidRecord::with_cache(record, self.inner.config.max_record_size, &self.inner.keys)
     }
 
-    fn enqueue(&self, record: ValidRecord, budget: Budget) -> Result<Receipt, SendError> {
+    /// Hands an accepted record, which holds a record permit and `bytes` byte permits, to the
+    /// pipeline.
+    fn enqueue(&self, record: ValidRecord, bytes: u32) -> Result<Receipt, SendError> {
         let config = &self.inner.config;
         let accepted_at = clock();
-        let (reply, rx) = oneshot::channel();
-        let pending = Pending::new(
-            record,
-            accepted_at,
-            accepted_at + config.record_max_buffered_time,
-            accepted_at + config.record_ttl,
-            reply,
-            Some(budget),
-        );
-        match self.inner.tx.send(Command::Record(pending)) {
-            Ok(()) => {
+        let queued = self.inner.intake.push(record, |record, reply| {
+            Pending::new(
+                record,
+                accepted_at,
+                accepted_at + config.record_max_buffered_time,
+                accepted_at + config.record_ttl,
+                reply,
+                Some(bytes),
+            )
+        });
+        match queued {
+            Ok(receipt) => {
                 self.inner.counters.received();
-                Ok(Receipt { rx })
+                Ok(receipt)
             }
-            Err(mpsc::error::SendError(Command::Record(pending))) => {
-                // The pipeline is gone: hand the record back. The receipt is dropped with
-                // `rx`, so nobody waits for what `Pending`'s Drop answers.
-                let record = pending.record.clone().into_record();
-                drop(pending);
-                Err(SendError::Closed { record })
+            Err(record) => {
+                // Shut down, or the pipeline is gone: hand the record back, with its permits.
+                self.inner.records.add_permits(1);
+                self.inner.bytes.add_permits(bytes as usize);
+                Err(SendError::Closed { record: record.into_record() })
             }
-            Err(_) => unreachable!("a record command comes back as sent"),
         }
     }
 

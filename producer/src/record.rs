@@ -5,16 +5,14 @@
 //! [`Delivery`] or to a [`DeliveryError`] that carries the record, even if the pipeline stops
 //! abnormally (see `Pending`'s `Drop`).
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use kinesis_common::{ApiError, HashKey, PartitionKey, SequenceNumber, ShardId, ValidationError};
-use tokio::sync::oneshot;
 
 use crate::key_cache::KeyCache;
+#[cfg(doc)]
+use crate::receipt::Receipt;
 
 /// A user record: a partition key, an optional explicit hash key, and data.
 ///
@@ -278,42 +276,6 @@ impl DeliveryError {
             | Self::Rejected { attempts, .. }
             | Self::Stopped { attempts, .. } => *attempts,
         }
-    }
-}
-
-/// The outcome of one record: await it for its [`Delivery`].
-///
-/// Dropping a receipt does not cancel the record; it is still written.
-#[derive(Debug)]
-#[must_use = "a receipt tells whether the record was written"]
-pub struct Receipt {
-    pub(crate) rx: oneshot::Receiver<Outcome>,
-}
-
-/// What the pipeline sends a [`Receipt`]: the error boxed, so that the value moved through
-/// the channel for every delivered record stays small.
-pub(crate) type Outcome = Result<Delivery, Box<DeliveryError>>;
-
-impl Future for Receipt {
-    type Output = Result<Delivery, DeliveryError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx).poll(cx).map(|r| {
-            // The pipeline always answers: `Pending`'s Drop sends `Stopped` if nothing else did.
-            r.unwrap_or_else(|_| unreachable!("a pending record was dropped without an outcome"))
-                .map_err(|error| *error)
-        })
-    }
-}
-
-impl Receipt {
-    /// Blocks the thread until the outcome is known. For callers outside an async runtime;
-    /// panics if called from within one.
-    pub fn wait(self) -> Result<Delivery, DeliveryError> {
-        self.rx
-            .blocking_recv()
-            .unwrap_or_else(|_| unreachable!("a pending record was dropped without an outcome"))
-            .map_err(|error| *error)
     }
 }
 

@@ -273,6 +273,35 @@ async fn a_full_budget_makes_send_wait_and_try_send_fail() {
     }
 }
 
+/// The pipeline task gone with records in it (its runtime dropped): their receipts answer
+/// `Stopped` with the records, and the budget they held is closed, so a sender is refused
+/// with `Closed` rather than told the budget is full or left waiting for it.
+#[test]
+fn a_pipeline_gone_with_records_in_it_answers_them_and_closes_the_budget() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let config = ProducerConfig { max_outstanding_records: 3, ..ProducerConfig::default() };
+    let (producer, receipts) = runtime.block_on(async {
+        let (_fake, _s, producer) = setup(1, config).await;
+        let mut receipts = Vec::new();
+        for i in 0..3 {
+            receipts.push(producer.send(record(i)).await.unwrap());
+        }
+        (producer, receipts)
+    });
+    // The records wait in the pipeline for their buffering deadline, which never comes.
+    drop(runtime);
+    for (i, receipt) in receipts.into_iter().enumerate() {
+        match receipt.wait() {
+            Err(DeliveryError::Stopped { record: r, attempts: 0 }) => assert_eq!(r, record(i)),
+            other => panic!("{other:?}"),
+        }
+    }
+    match producer.try_send(record(3)) {
+        Err(SendError::Closed { record: r }) => assert_eq!(r, record(3)),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn bad_records_are_refused_at_send_with_the_limit_named() {
     let (_fake, _s, producer) = setup(1, ProducerConfig::default()).await;
