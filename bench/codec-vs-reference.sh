@@ -21,9 +21,19 @@
 #
 #   bench/codec-vs-reference.sh
 #
+# Every driver allocates its aggregates through glibc's malloc (Python's bytes beyond 512
+# bytes, Node's Buffers, Rust's Vec). By default glibc gives large freed blocks back to the
+# kernel (1 MiB aggregates are mapped and unmapped one by one, and the top of the heap is
+# trimmed), so a timed run would fault in and zero every page of its output again: that is
+# the kernel's time, not the codec's, and it weighs most on the fastest driver. Every driver
+# therefore runs with glibc told to keep freed memory (GLIBC_TUNABLES below: blocks up to
+# 32 MiB from the heap, no trimming), which is how a long-running producer's heap behaves once
+# warm. BENCH_MALLOC=default runs them with glibc's defaults instead.
+#
 # Environment: BENCH_RUNS (default 3), BENCH_MAX_SIZES (default "1048576 51200"),
 # BENCH_WORKLOADS (default "100:500000 1024:50000 10240:5000", record size:count),
-# BENCH_PIN (default "nice -n -10 taskset -c 1": raised priority on one CPU; empty: neither).
+# BENCH_PIN (default "nice -n -10 taskset -c 1": raised priority on one CPU; empty: neither),
+# BENCH_MALLOC (default "keep"; "default": glibc's own settings).
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/deps.sh"
@@ -61,7 +71,13 @@ for spec in $WORKLOADS; do
 done
 
 export NODE_PATH="$NODE_MODULES"
-echo "# $(machine_line)" >>"$JSONL"
+MALLOC="${BENCH_MALLOC:-keep}"
+case "$MALLOC" in
+    keep) export GLIBC_TUNABLES="glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296" ;;
+    default) ;;
+    *) echo "BENCH_MALLOC must be keep or default, not $MALLOC" >&2; exit 2 ;;
+esac
+echo "# $(machine_line); malloc: $MALLOC${GLIBC_TUNABLES:+ ($GLIBC_TUNABLES)}" >>"$JSONL"
 
 # run_driver ROUND COMMAND...: one driver process (one untimed warm-up run, one timed run);
 # its JSON line goes to the results with the round in front.

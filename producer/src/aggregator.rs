@@ -28,6 +28,7 @@ use crate::collector::Collectable;
 use crate::config::{Aggregation, Compression};
 use crate::fast_hash::FastMap;
 use crate::pending::Pending;
+use crate::shard_map::Predicted;
 
 /// One Kinesis record ready for the limiter and the collector, with the user records it
 /// carries (one, or many in aggregate order).
@@ -72,13 +73,15 @@ const ALONE_OVERHEAD: usize = 128;
 /// Which open aggregate a record joins.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct BufferKey {
-    shard: ShardId,
+    /// The predicted shard's tag (see [`Predicted`]).
+    shard: u32,
     /// In same-partition-key mode, the key (and explicit hash key) the aggregate is for.
     key: Option<(PartitionKey, Option<HashKey>)>,
 }
 
 #[derive(Debug)]
 struct Buffer {
+    shard: ShardId,
     builder: AggregateBuilder,
     users: Vec<Pending>,
     deadline: Instant,
@@ -127,22 +130,22 @@ impl Aggregator {
     /// Adds a record predicted for `shard` (`None`: no prediction, so it goes alone). Returns
     /// the Kinesis records that are ready: an aggregate the record did not fit into, the
     /// aggregate it filled, or the record itself when it cannot be aggregated.
-    pub(crate) fn add(&mut self, shard: Option<ShardId>, pending: Pending) -> Vec<KinesisEntry> {
+    pub(crate) fn add(&mut self, shard: Option<&Predicted>, pending: Pending) -> Vec<KinesisEntry> {
         let Some(shard) = shard else {
             return vec![self.single(None, pending)];
         };
         let key = match self.mode {
-            Aggregation::Off => return vec![self.single(Some(shard), pending)],
-            Aggregation::PerShard => BufferKey { shard, key: None },
+            Aggregation::Off => return vec![self.single(Some(shard.id.clone()), pending)],
+            Aggregation::PerShard => BufferKey { shard: shard.tag, key: None },
             Aggregation::SamePartitionKey => BufferKey {
-                shard,
+                shard: shard.tag,
                 key: Some((
                     pending.record.partition_key.clone(),
                     pending.record.explicit_hash_key(),
                 )),
             },
             #[allow(unreachable_patterns)]
-            _ => return vec![self.single(Some(shard), pending)],
+            _ => return vec![self.single(Some(shard.id.clone()), pending)],
         };
         let user = UserRecord {
             partition_key: pending.record.partition_key.clone(),
@@ -155,7 +158,7 @@ impl Aggregator {
         if pending.record.size() + ALONE_OVERHEAD > limit
             && AggregateBuilder::new().encoded_len_with(&user) > limit
         {
-            return vec![self.single(Some(key.shard), pending)];
+            return vec![self.single(Some(shard.id.clone()), pending)];
         }
         let mut out = Vec::new();
         let deadline = pending.deadline;
@@ -192,12 +195,14 @@ impl Aggregator {
         if let Err(rejected) = builder.try_push(user, limit) {
             builder.push(rejected.record);
         }
-        // Room for as many records of this size as the aggregate can take: growing the vector
-        // one doubling at a time would move every pending record several times.
-        let estimate = (limit / (pending.record.size() + 8)).clamp(1, self.max_count.min(4096));
+        // Room for as many records of this size as the aggregate can take (each costs its data
+        // and at least six bytes of framing there), so that records of one size never make
+        // the vector grow, which would move every pending record; at most 1 024, so that a
+        // tiny first record does not reserve room for thousands.
+        let estimate = (limit / (pending.record.data.len() + 6)).clamp(1, self.max_count.min(1024));
         let mut users = Vec::with_capacity(estimate);
         users.push(pending);
-        let buffer = Buffer { builder, users, deadline, epoch };
+        let buffer = Buffer { shard: shard.id.clone(), builder, users, deadline, epoch };
         if self.max_count <= 1 {
             out.push(self.close(key, buffer));
         } else {
@@ -234,7 +239,7 @@ impl Aggregator {
     /// Closes the open aggregates of the shards `which` selects.
     pub(crate) fn flush_shards(&mut self, which: impl Fn(&ShardId) -> bool) -> Vec<KinesisEntry> {
         let keys: Vec<BufferKey> =
-            self.buffers.keys().filter(|k| which(&k.shard)).cloned().collect();
+            self.buffers.iter().filter(|(_, b)| which(&b.shard)).map(|(k, _)| k.clone()).collect();
         keys.into_iter()
             .map(|key| {
                 let buffer = self.buffers.remove(&key).expect("listed");
@@ -245,7 +250,7 @@ impl Aggregator {
 
     /// Whether an aggregate is open for a shard `which` selects.
     pub(crate) fn has_buffer(&self, which: impl Fn(&ShardId) -> bool) -> bool {
-        self.buffers.keys().any(|k| which(&k.shard))
+        self.buffers.values().any(|b| which(&b.shard))
     }
 
     /// Closes every open aggregate.
@@ -276,10 +281,10 @@ impl Aggregator {
 
     fn close(&mut self, key: BufferKey, buffer: Buffer) -> KinesisEntry {
         self.epochs.remove(&buffer.epoch);
-        let Buffer { builder, mut users, deadline, .. } = buffer;
+        let Buffer { shard, builder, mut users, deadline, .. } = buffer;
         if users.len() == 1 {
             let pending = users.pop().expect("one");
-            return self.single(Some(key.shard), pending);
+            return self.single(Some(shard), pending);
         }
         let (partition_key, explicit_hash_key) = match key.key {
             // KPL: the outer record carries a one-byte key and is placed by the explicit hash
@@ -289,7 +294,7 @@ impl Aggregator {
         };
         let data = self.compress(builder.finish());
         KinesisEntry {
-            predicted: Some(key.shard),
+            predicted: Some(shard),
             entry: PutRecordsEntry { partition_key, explicit_hash_key, data },
             users,
             aggregated: true,
@@ -344,6 +349,11 @@ mod tests {
         ShardId::new(format!("shardId-{n:012}")).unwrap()
     }
 
+    /// Shard `n` as the shard map predicts it.
+    fn at(n: u32) -> Predicted {
+        Predicted { id: shard(n), tag: n }
+    }
+
     fn aggregator(mode: Aggregation, max_count: usize, max_size: usize) -> Aggregator {
         Aggregator::new(mode, max_count, max_size, 1 << 20, PartitionKey::new("a").unwrap(), None)
     }
@@ -362,13 +372,32 @@ mod tests {
             .collect()
     }
 
+    /// The records of an aggregate of equal-sized records fit the room reserved for them at
+    /// the first record: the vector never grows (which would move every pending record).
+    #[test]
+    fn an_aggregate_of_equal_records_never_outgrows_its_reservation() {
+        let t0 = Instant::now();
+        for keys in [1, 7, 1000] {
+            let mut a = aggregator(Aggregation::PerShard, usize::MAX, 51_200);
+            let data = "x".repeat(100);
+            let full = (0..)
+                .find_map(|i| {
+                    let (p, _) = pending(&format!("key-{}", i % keys), &data, t0);
+                    a.add(Some(&at(0)), p).pop()
+                })
+                .unwrap();
+            assert!(full.users.len() > 400, "{keys} keys: {}", full.users.len());
+            assert_eq!(full.users.capacity(), 51_200 / 106, "{keys} keys");
+        }
+    }
+
     #[test]
     fn records_for_one_shard_share_an_aggregate_until_the_deadline() {
         let t0 = Instant::now();
         let mut a = aggregator(Aggregation::PerShard, usize::MAX, 51_200);
         for i in 0..3 {
             let (p, _) = pending(&format!("k{i}"), "v", t0);
-            assert!(a.add(Some(shard(0)), p).is_empty());
+            assert!(a.add(Some(&at(0)), p).is_empty());
         }
         assert_eq!(a.next_deadline(), Some(t0 + Duration::from_millis(100)));
         assert!(a.poll(t0 + Duration::from_millis(99)).is_empty());
@@ -405,7 +434,7 @@ mod tests {
         let t0 = Instant::now();
         let mut a = aggregator(Aggregation::PerShard, usize::MAX, 51_200);
         let (p, _) = pending("key", "solo", t0);
-        a.add(Some(shard(0)), p);
+        a.add(Some(&at(0)), p);
         let e = a.flush().pop().unwrap();
         assert!(!e.aggregated);
         assert_eq!(e.entry.partition_key.as_str(), "key");
@@ -418,7 +447,7 @@ mod tests {
         let mut a = aggregator(Aggregation::PerShard, usize::MAX, 51_200);
         for i in 0..10 {
             let (p, _) = pending(&format!("k{i}"), "v", t0);
-            a.add(Some(shard(i % 2)), p);
+            a.add(Some(&at(i % 2)), p);
         }
         let out = a.flush();
         assert_eq!(out.len(), 2);
@@ -435,7 +464,7 @@ mod tests {
         let mut a = aggregator(Aggregation::SamePartitionKey, usize::MAX, 51_200);
         for i in 0..6 {
             let (p, _) = pending(&format!("k{}", i % 2), "v", t0);
-            a.add(Some(shard(0)), p);
+            a.add(Some(&at(0)), p);
         }
         let mut out = a.flush();
         out.sort_by(|x, y| x.entry.partition_key.cmp(&y.entry.partition_key));
@@ -450,13 +479,13 @@ mod tests {
         let t0 = Instant::now();
         let mut a = aggregator(Aggregation::PerShard, 2, 200);
         let (big, _) = pending("k", &"x".repeat(300), t0);
-        let out = a.add(Some(shard(0)), big);
+        let out = a.add(Some(&at(0)), big);
         assert_eq!(out.len(), 1);
         assert!(!out[0].aggregated);
         let (p1, _) = pending("k1", "v", t0);
         let (p2, _) = pending("k2", "v", t0);
-        assert!(a.add(Some(shard(0)), p1).is_empty());
-        let out = a.add(Some(shard(0)), p2);
+        assert!(a.add(Some(&at(0)), p1).is_empty());
+        let out = a.add(Some(&at(0)), p2);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].users.len(), 2);
     }
@@ -475,7 +504,7 @@ mod tests {
         );
         for i in 0..50 {
             let (p, _) = pending(&format!("k{i}"), &"compressible ".repeat(10), t0);
-            a.add(Some(shard(0)), p);
+            a.add(Some(&at(0)), p);
         }
         let e = a.flush().pop().unwrap();
         assert!(compression::is_envelope(&e.entry.data));
@@ -500,7 +529,7 @@ mod tests {
             for (i, (s, len)) in records.iter().enumerate() {
                 let (p, rx) = pending(&format!("key-{i}"), &"d".repeat(*len), t0);
                 receivers.push(rx);
-                out.extend(a.add(Some(shard(*s)), p));
+                out.extend(a.add(Some(&at(*s)), p));
             }
             out.extend(a.flush());
             let mut seen = 0;

@@ -364,10 +364,10 @@ impl Pipeline {
             self.expire(vec![pending]);
             return;
         }
-        let shard = self.map.shard_for(pending.record.hash_key).cloned();
+        let shard = self.map.predict(pending.record.hash_key);
         let pending = if self.barrier.is_raised() && self.config.record_order == RecordOrder::PerKey
         {
-            match self.barrier.hold(shard.as_ref(), pending) {
+            match self.barrier.hold(shard.map(|p| &p.id), pending) {
                 Some(pending) => pending,
                 None => return,
             }

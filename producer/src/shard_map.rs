@@ -20,11 +20,23 @@ use kinesis_common::{HashKey, HashKeyRange, Shard, ShardId};
 /// How long a closed shard's range is remembered after the last ListShards that showed it.
 pub(crate) const CLOSED_SHARD_TTL: Duration = Duration::from_secs(60);
 
+/// An open shard as the map predicts it: its id, and a number the map gives the shard for as
+/// long as it knows it, which the aggregator keys its buffers by (a number compares and
+/// hashes in a few instructions; an id's text does not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Predicted {
+    pub(crate) id: ShardId,
+    pub(crate) tag: u32,
+}
+
 /// A snapshot of the stream's shards.
 #[derive(Debug, Clone)]
 pub(crate) struct ShardMap {
     /// Open shards ordered by the end of their range.
-    open: Vec<(HashKeyRange, ShardId)>,
+    open: Vec<(HashKeyRange, Predicted)>,
+    /// The tag of every shard in `ranges`.
+    tags: HashMap<ShardId, u32>,
+    next_tag: u32,
     /// The range of every shard known, open or recently closed, with when it was last seen
     /// closed (`None` while open).
     ranges: HashMap<ShardId, (HashKeyRange, Option<Instant>)>,
@@ -41,7 +53,8 @@ pub(crate) struct OverlappingShards {
 impl ShardMap {
     /// A map of `shards` (open and closed, as ListShards returns them) seen at `now`.
     pub(crate) fn new(shards: &[Shard], now: Instant) -> Result<Self, OverlappingShards> {
-        let mut map = Self { open: Vec::new(), ranges: HashMap::new() };
+        let mut map =
+            Self { open: Vec::new(), tags: HashMap::new(), next_tag: 0, ranges: HashMap::new() };
         map.update(shards, now)?;
         Ok(map)
     }
@@ -53,8 +66,8 @@ impl ShardMap {
         shards: &[Shard],
         now: Instant,
     ) -> Result<(), OverlappingShards> {
-        let mut open: Vec<(HashKeyRange, ShardId)> =
-            shards.iter().filter(|s| s.is_open()).map(|s| (s.hash_range, s.id.clone())).collect();
+        let mut open: Vec<(HashKeyRange, &ShardId)> =
+            shards.iter().filter(|s| s.is_open()).map(|s| (s.hash_range, &s.id)).collect();
         open.sort_by_key(|(range, _)| range.end());
         if let Some(w) = open.windows(2).find(|w| w[0].0.overlaps(&w[1].0)) {
             return Err(OverlappingShards { first: w[0].1.clone(), second: w[1].1.clone() });
@@ -70,15 +83,31 @@ impl ShardMap {
         self.ranges.retain(|_, (_, closed_at)| {
             closed_at.is_none_or(|at| now.saturating_duration_since(at) < CLOSED_SHARD_TTL)
         });
-        self.open = open;
+        // A shard keeps its tag while the map knows it; a new one takes the next number.
+        self.tags.retain(|id, _| self.ranges.contains_key(id));
+        self.open = open
+            .into_iter()
+            .map(|(range, id)| {
+                let tag = *self.tags.entry(id.clone()).or_insert_with(|| {
+                    self.next_tag = self.next_tag.wrapping_add(1);
+                    self.next_tag
+                });
+                (range, Predicted { id: id.clone(), tag })
+            })
+            .collect();
         Ok(())
     }
 
     /// The open shard whose range holds `key`; `None` if no open shard does (a gap while the
     /// stream reshards, or an empty map).
     pub(crate) fn shard_for(&self, key: HashKey) -> Option<&ShardId> {
+        self.predict(key).map(|p| &p.id)
+    }
+
+    /// [`shard_for`](Self::shard_for), with the shard's tag.
+    pub(crate) fn predict(&self, key: HashKey) -> Option<&Predicted> {
         let at = self.open.partition_point(|(range, _)| range.end() < key);
-        self.open.get(at).filter(|(range, _)| range.contains(key)).map(|(_, id)| id)
+        self.open.get(at).filter(|(range, _)| range.contains(key)).map(|(_, p)| p)
     }
 
     /// The range of an open or recently closed shard.
@@ -88,7 +117,7 @@ impl ShardMap {
 
     /// The open shards, ordered by hash range.
     pub(crate) fn open_shards(&self) -> impl Iterator<Item = &ShardId> {
-        self.open.iter().map(|(_, id)| id)
+        self.open.iter().map(|(_, p)| &p.id)
     }
 
     /// Whether the map believes `shard` is open.
@@ -150,6 +179,31 @@ pub(crate) mod tests {
         map.update(&split[1..], t0 + Duration::from_secs(1) + CLOSED_SHARD_TTL).unwrap();
         assert_eq!(map.range(&split[0].id), None);
         assert!(map.range(&split[1].id).is_some());
+    }
+
+    /// Tags tell shards apart and stay with a shard across refreshes, for as long as the map
+    /// knows it (the aggregator's open buffers are keyed by them).
+    #[test]
+    fn each_shard_keeps_its_own_tag_across_refreshes() {
+        let t0 = Instant::now();
+        let tag = |map: &ShardMap, key: u128| map.predict(HashKey(key)).map(|p| p.tag);
+        let mut map = ShardMap::new(&even(2), t0).unwrap();
+        let (low, high) = (tag(&map, 0).unwrap(), tag(&map, u128::MAX).unwrap());
+        assert_ne!(low, high);
+        map.update(&even(2), t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!((tag(&map, 0), tag(&map, u128::MAX)), (Some(low), Some(high)));
+        // Shard 1 splits: the children get tags of their own, shard 0 keeps its.
+        let split = [
+            even(2)[0].clone(),
+            shard(1, u128::MAX / 2 + 1, u128::MAX, false),
+            shard(2, u128::MAX / 2 + 1, u128::MAX - 10, true),
+            shard(3, u128::MAX - 9, u128::MAX, true),
+        ];
+        map.update(&split, t0 + Duration::from_secs(2)).unwrap();
+        let tags = [tag(&map, 0), tag(&map, u128::MAX - 20), tag(&map, u128::MAX)];
+        assert_eq!(tags[0], Some(low));
+        let all: std::collections::HashSet<_> = tags.into_iter().chain([Some(high)]).collect();
+        assert_eq!(all.len(), 4, "{tags:?} and {high}");
     }
 
     #[test]
