@@ -76,10 +76,12 @@ impl Indexes {
     }
 }
 
-/// The most records [`AggregateBuilder::try_push`] expects from its byte limit when growing the
-/// partition key table (to 2 048 slots, 16 KiB, at most) and sizing the record vectors (80 KiB);
-/// more still fit, a doubling at a time.
-const MAX_EXPECTED: usize = 1024;
+/// The most records [`AggregateBuilder::try_push`] makes room for the first time the record
+/// vectors grow past [`GROWN_RECORDS`] (80 KiB of them); after that, four times what they
+/// hold at a time, up to what the byte limit lets the aggregate hold (about 10 000 records of
+/// 100 bytes in a 1 MiB aggregate), so a large aggregate moves its records two or three
+/// times rather than a dozen, and one closed early holds at most four times the room it used.
+const FIRST_ROOM: usize = 1024;
 
 /// From this many records on, [`AggregateBuilder::try_push`] makes room for all it expects at
 /// the next growth; an aggregate that ends with fewer never holds more room than it used.
@@ -140,8 +142,9 @@ impl AggregateBuilder {
     /// which tells the producer that the record must travel alone (or not at all).
     ///
     /// The first record's size and `max_bytes` tell how many records the aggregate may come
-    /// to hold (at most 1 024 are assumed); once it holds more than a few keys or records,
-    /// the key table grows faster and the record vectors make room for that many at once.
+    /// to hold; once it holds more than a few keys or records, the key table grows four times
+    /// at a time towards what that many keys need, and the record vectors make room for up to
+    /// 1 024 records at once, then four times what they hold at a time.
     ///
     /// # Panics
     ///
@@ -151,13 +154,15 @@ impl AggregateBuilder {
             // The first record: as many more of its size as the limit leaves room for, if
             // they share keys (six bytes of framing each). The key table grows towards what
             // that many keys need four times at a time, rather than doubling.
-            self.partition_keys.expected = (max_bytes / (record.data.len() + 6)).min(MAX_EXPECTED);
+            self.partition_keys.expected = max_bytes / (record.data.len() + 6);
         } else if self.records.len() == self.records.capacity()
             && self.records.len() >= GROWN_RECORDS
         {
-            // Not a handful of records: room for as many as expected at once, rather than
-            // moving them all again at each doubling.
-            let more = self.partition_keys.expected.saturating_sub(self.records.len());
+            // Not a handful of records: room for as many as expected (up to `FIRST_ROOM`, or
+            // four times as many as now) at once, rather than moving them all again at each
+            // doubling.
+            let room = self.partition_keys.expected.min(FIRST_ROOM.max(4 * self.records.len()));
+            let more = room.saturating_sub(self.records.len());
             self.records.reserve(more);
             self.indexes.reserve(more);
         }
@@ -833,6 +838,36 @@ mod tests {
         let indexes: Vec<u32> = builder.indexes.iter().map(|i| i.partition_key).collect();
         assert_eq!(indexes, (0..pushed.len() as u32).collect::<Vec<_>>());
         assert_eq!(builder.records(), &pushed[..]);
+        assert_eq!(builder.finish().len(), builder.encoded_len());
+    }
+
+    /// A 1 MiB aggregate of 100 B records (about 9 900 expected): the record vectors make
+    /// room for 1 024, then four times what they hold, then what is expected, and the key
+    /// table grows four times at a time up to what the expected keys need (at most half
+    /// full), twice beyond.
+    #[test]
+    fn a_large_aggregate_grows_four_times_at_a_time() {
+        let mut builder = AggregateBuilder::new();
+        let mut capacities = vec![];
+        let mut slots = vec![];
+        let mut n = 0;
+        loop {
+            let record = UserRecord::new(key(&format!("key-{n}")), vec![n as u8; 100]);
+            if builder.try_push(record, 1 << 20).is_err() {
+                break;
+            }
+            n += 1;
+            if capacities.last() != Some(&builder.records.capacity()) {
+                capacities.push(builder.records.capacity());
+            }
+            if slots.last() != Some(&builder.partition_keys.slots.len()) {
+                slots.push(builder.partition_keys.slots.len());
+            }
+        }
+        let expected = (1 << 20) / 106;
+        assert!(n > 8_000 && n <= expected, "{n} records");
+        assert_eq!(capacities[capacities.len() - 3..], [FIRST_ROOM, 4 * FIRST_ROOM, expected]);
+        assert_eq!(slots, [16, 64, 256, 1024, 4096, 16384, 32768], "{n} keys");
         assert_eq!(builder.finish().len(), builder.encoded_len());
     }
 }
