@@ -326,6 +326,7 @@ impl Pipeline {
         }
     }
 
+    #[inline(always)]
     fn on_record(&mut self, mut pending: Pending, now: Instant) {
         pending.generation = self.generation;
         pending.seq = self.next_seq;
@@ -359,6 +360,7 @@ impl Pipeline {
     }
 
     /// Sends a user record toward its predicted shard.
+    #[inline]
     fn route(&mut self, pending: Pending, now: Instant) {
         if now >= pending.expires_at {
             self.expire(vec![pending]);

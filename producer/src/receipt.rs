@@ -90,7 +90,7 @@ impl Slots {
         let index = u8::try_from(self.next).expect("BLOCK fits in a u8");
         self.next += 1;
         let reply = Reply { block: Arc::clone(&self.block), index, answered: false };
-        (reply, Receipt { block: Arc::clone(&self.block), index })
+        (reply, Receipt { block: Arc::clone(&self.block), index, taken: false })
     }
 }
 
@@ -150,6 +150,8 @@ impl Drop for Reply {
 pub struct Receipt {
     block: Arc<Block>,
     index: u8,
+    /// Whether the answer was taken: the slot is closed, and `Drop` has nothing to do.
+    taken: bool,
 }
 
 impl fmt::Debug for Receipt {
@@ -160,11 +162,13 @@ impl fmt::Debug for Receipt {
 
 impl Receipt {
     /// The answer if it has come, else `waker` is woken when it does.
-    fn poll_with(&self, waker: &Waker) -> Poll<Result<Delivery, DeliveryError>> {
+    fn poll_with(&mut self, waker: &Waker) -> Poll<Result<Delivery, DeliveryError>> {
         let mut slot = self.block.slot(self.index);
         match std::mem::take(&mut *slot) {
             State::Answered(outcome) => {
                 *slot = State::Closed;
+                drop(slot);
+                self.taken = true;
                 Poll::Ready(outcome.map_err(|error| *error))
             }
             State::Empty => {
@@ -188,7 +192,7 @@ impl Receipt {
 
     /// Blocks the thread until the outcome is known. For callers outside an async runtime:
     /// blocking a runtime's thread may stop the very task that would answer.
-    pub fn wait(self) -> Result<Delivery, DeliveryError> {
+    pub fn wait(mut self) -> Result<Delivery, DeliveryError> {
         let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
         loop {
             if let Poll::Ready(outcome) = self.poll_with(&waker) {
@@ -211,13 +215,16 @@ impl Receipt {
 impl Future for Receipt {
     type Output = Result<Delivery, DeliveryError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.poll_with(cx.waker())
     }
 }
 
 impl Drop for Receipt {
     fn drop(&mut self) {
+        if self.taken {
+            return;
+        }
         let mut slot = self.block.slot(self.index);
         let previous = std::mem::replace(&mut *slot, State::Closed);
         drop(slot);
@@ -288,7 +295,7 @@ mod tests {
 
     #[test]
     fn a_waiting_receipt_is_woken_once_by_its_answer() {
-        let (reply, receipt) = pair();
+        let (reply, mut receipt) = pair();
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&count));
         assert!(receipt.poll_with(&waker).is_pending());
