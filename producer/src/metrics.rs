@@ -22,9 +22,19 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// A record was accepted by `send`: counted at once for [`MetricsSnapshot`]; reported
+    /// to the `metrics` facade by [`arrived`](Self::arrived) when the pipeline takes it, a
+    /// batch at a time (a recorder's lookup per record would cost more than the record).
     pub(crate) fn received(&self) {
         self.user_records_received.fetch_add(1, Relaxed);
-        metrics::counter!("kinesis_producer_user_records_received_total").increment(1);
+    }
+
+    /// The pipeline took `users` accepted records.
+    pub(crate) fn arrived(&self, users: usize) {
+        if users > 0 {
+            metrics::counter!("kinesis_producer_user_records_received_total")
+                .increment(users as u64);
+        }
     }
 
     /// A Kinesis record carrying `users` user records and `bytes` bytes was written.

@@ -306,6 +306,7 @@ impl Pipeline {
     fn take_records(&mut self, now: Instant) {
         if self.arrived.is_empty() {
             self.intake.0.take(&mut self.arrived);
+            self.counters.arrived(self.arrived.len());
         }
         for _ in 0..INBOX_BATCH {
             let Some(pending) = self.arrived.pop_front() else { break };
@@ -316,11 +317,13 @@ impl Pipeline {
     /// Routes every record accepted so far (and closes the intake if `close`): a flush or a
     /// shutdown covers every record accepted before it.
     fn take_all(&mut self, close: bool, now: Instant) {
+        let before = self.arrived.len();
         if close {
             self.intake.0.close(&mut self.arrived);
         } else {
             self.intake.0.take(&mut self.arrived);
         }
+        self.counters.arrived(self.arrived.len() - before);
         while let Some(pending) = self.arrived.pop_front() {
             self.on_record(pending, now);
         }

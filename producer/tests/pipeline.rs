@@ -448,3 +448,76 @@ async fn a_keys_records_stay_in_order_across_a_split_during_production() {
     assert_eq!(seen, 3000);
     assert_eq!(violations, 0);
 }
+
+/// A `metrics` recorder that keeps counters' totals by name.
+#[derive(Default)]
+struct Totals(std::sync::Mutex<HashMap<String, Arc<std::sync::atomic::AtomicU64>>>);
+
+impl Totals {
+    fn get(&self, name: &str) -> u64 {
+        let counters = self.0.lock().unwrap();
+        counters.get(name).map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl metrics::Recorder for Totals {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let mut counters = self.0.lock().unwrap();
+        let total = counters.entry(key.name().to_owned()).or_default();
+        metrics::Counter::from_arc(Arc::clone(total))
+    }
+
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+/// Accepted records reach the `metrics` facade (a batch at a time, as the pipeline takes
+/// them), as do the written ones; the snapshot agrees.
+#[test]
+fn received_and_put_counters_reach_the_metrics_facade() {
+    let totals = Totals::default();
+    let snapshot = metrics::with_local_recorder(&totals, || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let (_fake, _s, producer) = setup(4, ProducerConfig::default()).await;
+            for i in 0..1000 {
+                let _receipt = producer.send(record(i)).await.unwrap();
+            }
+            producer.shutdown().await
+        })
+    });
+    assert_eq!(snapshot.user_records_received, 1000);
+    assert_eq!(totals.get("kinesis_producer_user_records_received_total"), 1000);
+    assert_eq!(totals.get("kinesis_producer_user_records_put_total"), 1000);
+}
