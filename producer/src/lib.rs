@@ -23,7 +23,8 @@
 //! [`DeliveryError`] that hands the record back.
 //!
 //! The design and its invariants are in the module docs of the (private) modules: `pipeline`,
-//! `aggregator`, `limiter`, `collector`, `retrier`, `shard_map`.
+//! `intake`, `aggregator`, `limiter`, `collector`, `retrier`, `shard_map`, `receipt`,
+//! `key_cache`.
 
 // Errors hand the caller's record back by value, which makes them large; boxing would add an
 // allocation to every failure and an indirection to every caller.

@@ -2,7 +2,7 @@
 //! doing the I/O.
 //!
 //! ```text
-//! inbox -> ShardMap::shard_for -> Aggregator -> per-shard Limiter queue -> Collector
+//! intake -> ShardMap::predict -> Aggregator -> per-shard Limiter queue -> Collector
 //!       -> PutRecords (at most max_in_flight_requests at once) -> retrier::classify
 //!            Delivered  -> answer every user record
 //!            Retry      -> back to the limiter queue after a jittered backoff within the TTL
@@ -292,8 +292,8 @@ impl Pipeline {
         self.closing() || !self.flush_waiters.is_empty()
     }
 
-    /// Done once the inbox is closed and drained (shutdown, or every handle dropped) and every
-    /// record that came in has been answered.
+    /// Done once the inbox is closed and the intake drained (shutdown, or every handle
+    /// dropped) and every record that came in has been answered.
     fn finished(&self) -> bool {
         !self.inbox_open
             && self.arrived.is_empty()

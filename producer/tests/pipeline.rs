@@ -521,3 +521,46 @@ fn received_and_put_counters_reach_the_metrics_facade() {
     assert_eq!(totals.get("kinesis_producer_user_records_received_total"), 1000);
     assert_eq!(totals.get("kinesis_producer_user_records_put_total"), 1000);
 }
+
+/// Senders on several threads at once, with flushes among them: every record is written
+/// once, every receipt answers, and a flush returns only once each record its caller had
+/// sent before it has an outcome.
+#[test]
+fn concurrent_senders_and_flushes_lose_nothing() {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (fake, s, producer) = setup(4, ProducerConfig::default()).await;
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let producer = producer.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut receipts = Vec::new();
+                for i in 0..1000 {
+                    let r = Record::new(format!("key-{}", i % 37), format!("t{t}-{i}"));
+                    receipts.push(producer.send(r).await.unwrap());
+                    if i % 250 == 249 {
+                        producer.flush().await;
+                        // Everything this task sent so far has its outcome now.
+                        for receipt in &mut receipts {
+                            assert!(futures_ready(receipt).await.is_some(), "task {t} at {i}");
+                        }
+                        receipts.clear();
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let metrics = producer.shutdown().await;
+        assert_eq!((metrics.user_records_received, metrics.user_records_put), (8000, 8000));
+        let mut written: Vec<String> =
+            consumed(&fake, &s).await.into_values().flatten().map(|(_, data)| data).collect();
+        written.sort();
+        let mut sent: Vec<String> =
+            (0..8).flat_map(|t| (0..1000).map(move |i| format!("t{t}-{i}"))).collect();
+        sent.sort();
+        assert_eq!(written, sent, "each record once");
+    });
+}
