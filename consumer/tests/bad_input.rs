@@ -13,7 +13,7 @@
 //! talk to a one-answer HTTP server on the loopback interface (DynamoDB Local cannot deny
 //! access), and the missing-credentials test fails before it sends anything.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::io::{BufRead, BufReader, Read, Write as _};
 use std::sync::{Arc, Mutex};
@@ -23,7 +23,7 @@ use bytes::Bytes;
 use kinesis_common::aggregation::{AggregateBuilder, UserRecord};
 use kinesis_common::compression::{self, Codec};
 use kinesis_common::error_chain as chain;
-use kinesis_common::fake::{FakeKinesis, Operation};
+use kinesis_common::fake::{FakeKinesis, Operation, RecordedMetrics};
 use kinesis_common::{
     ApiError, ExtendedSequenceNumber, KinesisApi, PartitionKey, PutRecordsEntry, ShardId,
     StreamName,
@@ -188,99 +188,15 @@ impl tracing::Subscriber for Log {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
-/// Counters (and gauges, as whole numbers) reported through the `metrics` facade, by name and
-/// labels, for this thread only.
-#[derive(Clone, Default)]
-struct Counters(Arc<Mutex<HashMap<String, Arc<Count>>>>);
-
-#[derive(Default)]
-struct Count(Mutex<u64>);
-
-impl metrics::CounterFn for Count {
-    fn increment(&self, value: u64) {
-        *self.0.lock().unwrap() += value;
-    }
-    fn absolute(&self, value: u64) {
-        *self.0.lock().unwrap() = value;
-    }
-}
-
-impl metrics::GaugeFn for Count {
-    fn increment(&self, value: f64) {
-        *self.0.lock().unwrap() += value as u64;
-    }
-    fn decrement(&self, value: f64) {
-        *self.0.lock().unwrap() -= value as u64;
-    }
-    fn set(&self, value: f64) {
-        *self.0.lock().unwrap() = value as u64;
-    }
-}
-
-impl Counters {
-    fn get(&self, name: &str, shard: &ShardId) -> u64 {
-        self.value(&format!("{name}{{shard={shard}}}"))
-    }
-
-    /// A series without labels; `None` if it was never reported.
-    fn unlabelled(&self, name: &str) -> Option<u64> {
-        let key = format!("{name}{{}}");
-        self.0.lock().unwrap().get(&key).map(|c| *c.0.lock().unwrap())
-    }
-
-    fn value(&self, key: &str) -> u64 {
-        self.0.lock().unwrap().get(key).map_or(0, |c| *c.0.lock().unwrap())
-    }
-
-    fn series(&self, key: &metrics::Key) -> Arc<Count> {
-        let labels: Vec<String> =
-            key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
-        let name = format!("{}{{{}}}", key.name(), labels.join(","));
-        self.0.lock().unwrap().entry(name).or_default().clone()
-    }
-}
-
-impl metrics::Recorder for Counters {
-    fn describe_counter(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_gauge(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_histogram(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        metrics::Counter::from_arc(self.series(key))
-    }
-    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        metrics::Gauge::from_arc(self.series(key))
-    }
-    fn register_histogram(
-        &self,
-        _: &metrics::Key,
-        _: &metrics::Metadata<'_>,
-    ) -> metrics::Histogram {
-        metrics::Histogram::noop()
-    }
+/// A consumer counter of one shard.
+fn per_shard(counters: &RecordedMetrics, name: &str, shard: &ShardId) -> u64 {
+    counters.value(&format!("{name}{{shard={shard}}}"))
 }
 
 #[tokio::test(start_paused = true)]
 async fn corrupt_aggregates_and_envelopes_arrive_as_plain_records_with_their_bytes_and_are_counted()
 {
-    let counters = Counters::default();
+    let counters = RecordedMetrics::default();
     let _metrics = metrics::set_default_local_recorder(&counters);
     let world = world(1);
 
@@ -335,8 +251,8 @@ async fn corrupt_aggregates_and_envelopes_arrive_as_plain_records_with_their_byt
     assert_eq!(text(17..18), ["zipped"]);
     assert_eq!(text(18..28), (0..10).map(|i| format!("after-{i}")).collect::<Vec<_>>());
 
-    assert_eq!(counters.get("kinesis_consumer_corrupt_records_total", &shard(0)), 2);
-    assert_eq!(counters.get("kinesis_consumer_records_processed_total", &shard(0)), 28);
+    assert_eq!(per_shard(&counters, "kinesis_consumer_corrupt_records_total", &shard(0)), 2);
+    assert_eq!(per_shard(&counters, "kinesis_consumer_records_processed_total", &shard(0)), 28);
     // The corrupt records did not stop the checkpoint: it is at the last record.
     let last = world.kinesis.records(&world.stream, &shard(0)).unwrap().last().unwrap().clone();
     let expected = ExtendedSequenceNumber::new(last.sequence_number, 0);
@@ -357,7 +273,7 @@ fn lease_item(key: &ShardId, counter: &str, checkpoint: &str) -> RawItem {
 async fn bad_lease_items_are_reported_by_item_and_attribute_and_the_other_shards_are_processed() {
     let log = Log::default();
     let _log = log.capture();
-    let counters = Counters::default();
+    let counters = RecordedMetrics::default();
     let _metrics = metrics::set_default_local_recorder(&counters);
     let world = world(4);
     world.put("r", 40, 400).await;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kinesis_common::aggregation::deaggregate;
-use kinesis_common::fake::{FakeKinesis, Operation};
+use kinesis_common::fake::{FakeKinesis, Operation, RecordedMetrics};
 use kinesis_common::{ApiError, HashKey, KinesisApi, ShardId, StreamName};
 use kinesis_producer::{
     Aggregation, BuildError, DeliveryError, Producer, ProducerConfig, Record, SendError,
@@ -449,65 +449,12 @@ async fn a_keys_records_stay_in_order_across_a_split_during_production() {
     assert_eq!(violations, 0);
 }
 
-/// A `metrics` recorder that keeps counters' totals by name.
-#[derive(Default)]
-struct Totals(std::sync::Mutex<HashMap<String, Arc<std::sync::atomic::AtomicU64>>>);
-
-impl Totals {
-    fn get(&self, name: &str) -> u64 {
-        let counters = self.0.lock().unwrap();
-        counters.get(name).map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed))
-    }
-}
-
-impl metrics::Recorder for Totals {
-    fn describe_counter(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_gauge(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_histogram(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-
-    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        let mut counters = self.0.lock().unwrap();
-        let total = counters.entry(key.name().to_owned()).or_default();
-        metrics::Counter::from_arc(Arc::clone(total))
-    }
-
-    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        metrics::Gauge::noop()
-    }
-
-    fn register_histogram(
-        &self,
-        _: &metrics::Key,
-        _: &metrics::Metadata<'_>,
-    ) -> metrics::Histogram {
-        metrics::Histogram::noop()
-    }
-}
-
 /// Accepted records reach the `metrics` facade (a batch at a time, as the pipeline takes
 /// them), as do the written ones; the snapshot agrees.
 #[test]
 fn received_and_put_counters_reach_the_metrics_facade() {
-    let totals = Totals::default();
-    let snapshot = metrics::with_local_recorder(&totals, || {
+    let recorded = RecordedMetrics::default();
+    let snapshot = metrics::with_local_recorder(&recorded, || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let (_fake, _s, producer) = setup(4, ProducerConfig::default()).await;
@@ -518,8 +465,9 @@ fn received_and_put_counters_reach_the_metrics_facade() {
         })
     });
     assert_eq!(snapshot.user_records_received, 1000);
-    assert_eq!(totals.get("kinesis_producer_user_records_received_total"), 1000);
-    assert_eq!(totals.get("kinesis_producer_user_records_put_total"), 1000);
+    let total = |name: &str| recorded.unlabelled(name);
+    assert_eq!(total("kinesis_producer_user_records_received_total"), Some(1000));
+    assert_eq!(total("kinesis_producer_user_records_put_total"), Some(1000));
 }
 
 /// Senders on several threads at once, with flushes among them: every record is written

@@ -73,6 +73,7 @@ pub mod contract;
 mod errors;
 mod faults;
 mod iterator;
+mod metrics;
 mod state;
 mod stream;
 mod subscription;
@@ -93,6 +94,7 @@ use crate::{
 };
 
 pub use faults::{Counters, Faults, Operation, ShardWriteLimit};
+pub use metrics::RecordedMetrics;
 
 use state::State;
 use subscription::FakeSubscription;
