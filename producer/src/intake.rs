@@ -96,16 +96,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn build(now: Instant) -> impl FnOnce(ValidRecord, Reply) -> Pending {
-        move |record, reply| {
-            Pending::new(
-                record,
-                now,
-                now + Duration::from_millis(100),
-                now + Duration::from_secs(30),
-                reply,
-                None,
-            )
-        }
+        move |record, reply| crate::pending::tests::accepted(record, reply, now)
     }
 
     fn valid(i: usize) -> ValidRecord {

@@ -183,15 +183,14 @@ pub(crate) mod tests {
     pub(crate) fn pending(key: &str, data: &str, now: Instant) -> (Pending, Receipt) {
         let (tx, rx) = crate::receipt::pair();
         let record = ValidRecord::new(Record::new(key, data.to_owned()), 1 << 20).unwrap();
-        let p = Pending::new(
-            record,
-            now,
-            now + Duration::from_millis(100),
-            now + Duration::from_secs(30),
-            tx,
-            None,
-        );
-        (p, rx)
+        (accepted(record, tx, now), rx)
+    }
+
+    /// `record` accepted at `now` with the default deadlines (100 ms, 30 s) and no budget.
+    pub(crate) fn accepted(record: ValidRecord, reply: Reply, now: Instant) -> Pending {
+        let (deadline, expires_at) =
+            (now + Duration::from_millis(100), now + Duration::from_secs(30));
+        Pending::new(record, now, deadline, expires_at, reply, None)
     }
 
     #[test]
