@@ -512,3 +512,49 @@ fn concurrent_senders_and_flushes_lose_nothing() {
         assert_eq!(written, sent, "each record once");
     });
 }
+
+/// The blocking facade, from plain threads: sends wait for room, receipts are waited for
+/// without a runtime, flush and shutdown block until done, and every record is written once.
+#[test]
+fn the_blocking_producer_serves_plain_threads() {
+    let fake = FakeKinesis::new();
+    let s = stream("orders");
+    fake.create_active_stream(&s, 2).unwrap();
+    let api: Arc<dyn KinesisApi> = Arc::new(fake.clone());
+    // A small budget, so that some sends wait for earlier records to be written.
+    let config = ProducerConfig { max_outstanding_records: 50, ..ProducerConfig::default() };
+    let producer = kinesis_producer::BlockingProducer::start(
+        Producer::builder(api).stream(s.clone()).config(config),
+    )
+    .unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..3 {
+            let producer = &producer;
+            scope.spawn(move || {
+                let receipts: Vec<_> = (0..200)
+                    .map(|i| producer.send(Record::new(format!("k{i}"), format!("t{t}-{i}"))))
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                for receipt in receipts {
+                    let delivery = receipt.wait().unwrap();
+                    assert_eq!(delivery.attempts, 1);
+                }
+            });
+        }
+    });
+    producer.flush();
+    let metrics = producer.shutdown();
+    assert_eq!((metrics.user_records_received, metrics.user_records_put), (600, 600));
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let mut written: Vec<String> = runtime
+        .block_on(consumed(&fake, &s))
+        .into_values()
+        .flatten()
+        .map(|(_, data)| data)
+        .collect();
+    written.sort();
+    let mut sent: Vec<String> =
+        (0..3).flat_map(|t| (0..200).map(move |i| format!("t{t}-{i}"))).collect();
+    sent.sort();
+    assert_eq!(written, sent, "each record once");
+}
