@@ -532,9 +532,11 @@ fn the_blocking_producer_serves_plain_threads() {
             let producer = &producer;
             scope.spawn(move || {
                 let receipts: Vec<_> = (0..200)
-                    .map(|i| producer.send(Record::new(format!("k{i}"), format!("t{t}-{i}"))))
-                    .collect::<Result<_, _>>()
-                    .unwrap();
+                    .map(|i| {
+                        let record = Record::new(format!("k{i}"), format!("t{t}-{i}"));
+                        producer.send(record).unwrap()
+                    })
+                    .collect();
                 for receipt in receipts {
                     let delivery = receipt.wait().unwrap();
                     assert_eq!(delivery.attempts, 1);
