@@ -17,7 +17,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kinesis_common::aggregation::{AggregateBuilder, UserRecord};
@@ -98,6 +98,8 @@ pub(crate) struct Aggregator {
     max_record_size: usize,
     outer_key: PartitionKey,
     compression: Option<Compression>,
+    /// `record_max_buffered_time`: a record's deadline is its acceptance plus this.
+    max_buffered: Duration,
     buffers: FastMap<BufferKey, Buffer>,
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     epochs: FastMap<u64, BufferKey>,
@@ -112,6 +114,7 @@ impl Aggregator {
         max_record_size: usize,
         outer_key: PartitionKey,
         compression: Option<Compression>,
+        max_buffered: Duration,
     ) -> Self {
         Self {
             mode,
@@ -120,6 +123,7 @@ impl Aggregator {
             max_record_size,
             outer_key,
             compression,
+            max_buffered,
             buffers: FastMap::default(),
             deadlines: BinaryHeap::new(),
             epochs: FastMap::default(),
@@ -161,7 +165,7 @@ impl Aggregator {
             return vec![self.single(Some(shard.id.clone()), pending)];
         }
         let mut out = Vec::new();
-        let deadline = pending.deadline;
+        let deadline = self.deadline(&pending);
         // The common case, one lookup: the record fits the open aggregate of its shard.
         let mut user = user;
         if let Some(buffer) = self.buffers.get_mut(&key) {
@@ -303,6 +307,12 @@ impl Aggregator {
         }
     }
 
+    /// When a record must be sent at the latest: `record_max_buffered_time` after it was
+    /// accepted.
+    fn deadline(&self, pending: &Pending) -> Instant {
+        pending.accepted_at + self.max_buffered
+    }
+
     /// A Kinesis record holding one user record as it is.
     pub(crate) fn single(&self, predicted: Option<ShardId>, pending: Pending) -> KinesisEntry {
         let entry = PutRecordsEntry {
@@ -313,7 +323,7 @@ impl Aggregator {
         KinesisEntry {
             predicted,
             entry,
-            deadline: pending.deadline,
+            deadline: self.deadline(&pending),
             users: vec![pending],
             aggregated: false,
             attempts: 0,
@@ -355,7 +365,8 @@ mod tests {
     }
 
     fn aggregator(mode: Aggregation, max_count: usize, max_size: usize) -> Aggregator {
-        Aggregator::new(mode, max_count, max_size, 1 << 20, PartitionKey::new("a").unwrap(), None)
+        let key = PartitionKey::new("a").unwrap();
+        Aggregator::new(mode, max_count, max_size, 1 << 20, key, None, Duration::from_millis(100))
     }
 
     fn decode(entry: &KinesisEntry) -> Vec<(String, Bytes)> {
@@ -406,7 +417,7 @@ mod tests {
         let e = &out[0];
         assert!(e.aggregated);
         assert_eq!(e.entry.partition_key.as_str(), "a");
-        assert_eq!(e.entry.explicit_hash_key, Some(e.users[0].record.hash_key));
+        assert_eq!(e.entry.explicit_hash_key, Some(e.users[0].record.hash_key()));
         assert_eq!(decode(e).len(), 3);
         assert_eq!(a.next_deadline(), None);
     }
@@ -501,6 +512,7 @@ mod tests {
             1 << 20,
             PartitionKey::new("a").unwrap(),
             Some(compression),
+            Duration::from_millis(100),
         );
         for i in 0..50 {
             let (p, _) = pending(&format!("k{i}"), &"compressible ".repeat(10), t0);

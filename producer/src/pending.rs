@@ -62,10 +62,9 @@ impl Drop for Budget {
 #[derive(Debug)]
 pub(crate) struct Pending {
     pub(crate) record: ValidRecord,
+    /// When `send` accepted it; it must be sent `record_max_buffered_time` later at the
+    /// latest (the aggregator's deadline).
     pub(crate) accepted_at: Instant,
-    /// When it must be sent at the latest (`record_max_buffered_time` after acceptance, or
-    /// after a retry was scheduled).
-    pub(crate) deadline: Instant,
     /// When its TTL runs out.
     pub(crate) expires_at: Instant,
     pub(crate) attempts: u32,
@@ -77,18 +76,17 @@ pub(crate) struct Pending {
     pub(crate) last_error: Option<Box<ApiError>>,
     reply: Option<Reply>,
     /// The byte permits it holds of the outstanding budget, with one record permit, until the
-    /// pipeline returns them after answering it (`None`: it holds none). Plain counts rather
-    /// than semaphore permits: the pipeline returns a turn's worth at once, which saves two
+    /// pipeline returns them after answering it (0: it holds none). Plain counts rather than
+    /// semaphore permits: the pipeline returns a turn's worth at once, which saves two
     /// reference counts per record; if the pipeline stops abnormally it closes the budget, so
     /// no sender waits for permits that cannot come back.
-    budget: Option<u32>,
+    budget: u32,
 }
 
 impl Pending {
     pub(crate) fn new(
         record: ValidRecord,
         accepted_at: Instant,
-        deadline: Instant,
         expires_at: Instant,
         reply: Reply,
         budget: Option<u32>,
@@ -96,14 +94,15 @@ impl Pending {
         Self {
             record,
             accepted_at,
-            deadline,
             expires_at,
             attempts: 0,
             generation: 0,
             seq: 0,
             last_error: None,
             reply: Some(reply),
-            budget,
+            // A record is at least one byte (its partition key), so it holds at least one
+            // byte permit: zero can mean none.
+            budget: budget.unwrap_or(0),
         }
     }
 
@@ -122,7 +121,8 @@ impl Pending {
     /// Takes the byte permits (and the record permit) the record holds, for the pipeline to
     /// return.
     pub(crate) fn take_budget(&mut self) -> Option<u32> {
-        self.budget.take()
+        let bytes = std::mem::take(&mut self.budget);
+        (bytes > 0).then_some(bytes)
     }
 
     /// Answers a successful write. The record stays, answered, to be dropped with the others
@@ -186,11 +186,17 @@ pub(crate) mod tests {
         (accepted(record, tx, now), rx)
     }
 
-    /// `record` accepted at `now` with the default deadlines (100 ms, 30 s) and no budget.
+    /// `record` accepted at `now` with a TTL of 30 s and no budget.
     pub(crate) fn accepted(record: ValidRecord, reply: Reply, now: Instant) -> Pending {
-        let (deadline, expires_at) =
-            (now + Duration::from_millis(100), now + Duration::from_secs(30));
-        Pending::new(record, now, deadline, expires_at, reply, None)
+        Pending::new(record, now, now + Duration::from_secs(30), reply, None)
+    }
+
+    /// A pending record is copied between the stages about six times and waits, with
+    /// thousands of others, in the open aggregates: its size is watched.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_pending_record_stays_small() {
+        assert!(std::mem::size_of::<Pending>() <= 152, "{}", std::mem::size_of::<Pending>());
     }
 
     #[test]

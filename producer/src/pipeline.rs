@@ -169,6 +169,7 @@ impl Pipeline {
             config.max_record_size,
             config.aggregate_partition_key.clone(),
             config.compression,
+            config.record_max_buffered_time,
         );
         // A burst of a tenth of a second: enough to fill a request per shard without letting
         // a quiet shard overrun its per-second limit.
@@ -369,7 +370,7 @@ impl Pipeline {
             self.expire(vec![pending]);
             return;
         }
-        let shard = self.map.predict(pending.record.hash_key);
+        let shard = self.map.predict(pending.record.hash_key());
         let pending = if self.barrier.is_raised() && self.config.record_order == RecordOrder::PerKey
         {
             match self.barrier.hold(shard.map(|p| &p.id), pending) {
@@ -397,7 +398,7 @@ impl Pipeline {
 
     fn collect(&mut self, entry: KinesisEntry) {
         if self.config.record_order == RecordOrder::PerKey {
-            self.batch_keys.extend(entry.users.iter().map(|u| u.record.hash_key));
+            self.batch_keys.extend(entry.users.iter().map(|u| u.record.hash_key()));
         }
         let batches = self.collector.push(entry);
         if !batches.is_empty() {
@@ -408,7 +409,7 @@ impl Pipeline {
             if self.config.record_order == RecordOrder::PerKey {
                 let open = self.collector.pending();
                 self.batch_keys
-                    .extend(open.iter().flat_map(|e| e.users.iter().map(|u| u.record.hash_key)));
+                    .extend(open.iter().flat_map(|e| e.users.iter().map(|u| u.record.hash_key())));
             }
         }
     }
@@ -416,7 +417,7 @@ impl Pipeline {
     /// Whether the entry shares a partition key with the collector's open batch.
     fn conflicts(&self, entry: &KinesisEntry) -> bool {
         !self.batch_keys.is_empty()
-            && entry.users.iter().any(|u| self.batch_keys.contains(&u.record.hash_key))
+            && entry.users.iter().any(|u| self.batch_keys.contains(&u.record.hash_key()))
     }
 
     /// A batch leaves the collector: its shards are held until its answer.
@@ -802,7 +803,7 @@ impl Pipeline {
                     entry.deadline = now;
                     if stale {
                         entry.predicted =
-                            self.map.shard_for(entry.users[0].record.hash_key).cloned();
+                            self.map.shard_for(entry.users[0].record.hash_key()).cloned();
                     }
                     self.enqueue(entry, true);
                 }

@@ -282,14 +282,7 @@ impl Producer {
         let config = &self.inner.config;
         let accepted_at = clock();
         let queued = self.inner.intake.push(record, |record, reply| {
-            Pending::new(
-                record,
-                accepted_at,
-                accepted_at + config.record_max_buffered_time,
-                accepted_at + config.record_ttl,
-                reply,
-                Some(bytes),
-            )
+            Pending::new(record, accepted_at, accepted_at + config.record_ttl, reply, Some(bytes))
         });
         match queued {
             Ok(receipt) => {

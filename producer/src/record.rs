@@ -51,8 +51,10 @@ impl Record {
 #[derive(Debug, Clone)]
 pub(crate) struct ValidRecord {
     pub(crate) partition_key: PartitionKey,
-    /// The explicit hash key if `explicit`, else the partition key's MD5.
-    pub(crate) hash_key: HashKey,
+    /// The explicit hash key if `explicit`, else the partition key's MD5 (see
+    /// [`hash_key`](Self::hash_key)), as two words: a `u128` would align every pending record
+    /// to 16 bytes, and records move through every stage, so their size counts.
+    hash: [u64; 2],
     /// Whether the record came with an explicit hash key (kept as a flag rather than an
     /// `Option<HashKey>`: records move through every stage, so their size counts).
     pub(crate) explicit: bool,
@@ -90,9 +92,12 @@ impl ValidRecord {
         if let (Some(keys), None) = (keys, &record.explicit_hash_key) {
             // The common case: placed by the partition key, whose MD5 the cache may know.
             return match keys.key(&record.partition_key) {
-                Ok((partition_key, hash_key)) => {
-                    Ok(Self { partition_key, hash_key, explicit: false, data: record.data })
-                }
+                Ok((partition_key, hash_key)) => Ok(Self {
+                    partition_key,
+                    hash: split(hash_key),
+                    explicit: false,
+                    data: record.data,
+                }),
                 Err(e) => Err(SendError::Invalid { reason: InvalidRecord::Key(e), record }),
             };
         }
@@ -112,15 +117,26 @@ impl ValidRecord {
             explicit_hash_key.unwrap_or_else(|| HashKey::from_partition_key(&partition_key));
         Ok(Self {
             partition_key,
-            hash_key,
+            hash: split(hash_key),
             explicit: explicit_hash_key.is_some(),
             data: record.data,
         })
     }
 
+    /// The hash key that places the record: the explicit one, else the partition key's MD5.
+    pub(crate) fn hash_key(&self) -> HashKey {
+        HashKey(u128::from(self.hash[1]) << 64 | u128::from(self.hash[0]))
+    }
+
+    /// Places the record by `hash_key` instead (tests).
+    #[cfg(test)]
+    pub(crate) fn set_hash_key(&mut self, hash_key: HashKey) {
+        self.hash = split(hash_key);
+    }
+
     /// The explicit hash key the record came with, if any.
     pub(crate) fn explicit_hash_key(&self) -> Option<HashKey> {
-        self.explicit.then_some(self.hash_key)
+        self.explicit.then(|| self.hash_key())
     }
 
     /// The caller's record again, for errors that hand it back.
@@ -137,6 +153,11 @@ impl ValidRecord {
     pub(crate) fn size(&self) -> usize {
         self.data.len() + self.partition_key.len_bytes()
     }
+}
+
+/// A hash key as two words, low first.
+fn split(hash_key: HashKey) -> [u64; 2] {
+    [hash_key.0 as u64, (hash_key.0 >> 64) as u64]
 }
 
 /// Why a record was refused at `send`.
@@ -319,12 +340,12 @@ mod tests {
             let r = Record::new(key, "data");
             let cached = ValidRecord::with_cache(r.clone(), 1000, &keys).unwrap();
             let plain = ValidRecord::new(r.clone(), 1000).unwrap();
-            assert_eq!(cached.hash_key, plain.hash_key);
+            assert_eq!(cached.hash_key(), plain.hash_key());
             assert_eq!(cached.partition_key, plain.partition_key);
             assert_eq!(cached.into_record(), r);
         }
         let r = Record::new("key-17", "data").with_explicit_hash_key("42");
-        assert_eq!(ValidRecord::with_cache(r, 1000, &keys).unwrap().hash_key, HashKey(42));
+        assert_eq!(ValidRecord::with_cache(r, 1000, &keys).unwrap().hash_key(), HashKey(42));
         for bad in [Record::new("", "x"), Record::new("k".repeat(257), "x")] {
             match ValidRecord::with_cache(bad.clone(), 1000, &keys).unwrap_err() {
                 SendError::Invalid { reason: InvalidRecord::Key(_), record } => {
@@ -339,9 +360,9 @@ mod tests {
     fn valid_records_round_trip_and_hash_once() {
         let r = Record::new("key", "data").with_explicit_hash_key("42");
         let v = ValidRecord::new(r.clone(), 1000).unwrap();
-        assert_eq!(v.hash_key, HashKey(42));
+        assert_eq!(v.hash_key(), HashKey(42));
         assert_eq!(v.into_record(), r);
         let v = ValidRecord::new(Record::new("a", "x"), 1000).unwrap();
-        assert_eq!(v.hash_key, HashKey::from_partition_key(&PartitionKey::new("a").unwrap()));
+        assert_eq!(v.hash_key(), HashKey::from_partition_key(&PartitionKey::new("a").unwrap()));
     }
 }

@@ -64,7 +64,7 @@ pub(crate) fn classify(
             }
             let all_inside = !entry.aggregated
                 || map.range(shard_id).is_some_and(|range| {
-                    entry.users.iter().all(|p| range.contains(p.record.hash_key))
+                    entry.users.iter().all(|p| range.contains(p.record.hash_key()))
                 });
             if all_inside {
                 Verdict::Delivered {
@@ -110,7 +110,7 @@ mod tests {
             .iter()
             .map(|k| {
                 let (mut p, _) = pending("k", "v", now);
-                p.record.hash_key = HashKey(*k);
+                p.record.set_hash_key(HashKey(*k));
                 p
             })
             .collect();
