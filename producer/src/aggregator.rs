@@ -162,7 +162,14 @@ impl Aggregator {
         if pending.record.size() + ALONE_OVERHEAD > limit
             && AggregateBuilder::new().encoded_len_with(&user) > limit
         {
-            return vec![self.single(Some(shard.id.clone()), pending)];
+            // The open aggregate goes first: it holds records sent before this one, perhaps
+            // of the same key.
+            let mut out = Vec::with_capacity(2);
+            if let Some(buffer) = self.buffers.remove(&key) {
+                out.push(self.close(key, buffer));
+            }
+            out.push(self.single(Some(shard.id.clone()), pending));
+            return out;
         }
         let mut out = Vec::new();
         let deadline = self.deadline(&pending);
@@ -486,6 +493,25 @@ mod tests {
     }
 
     #[test]
+    fn a_record_going_alone_never_overtakes_the_open_aggregate_of_its_shard() {
+        // Same key, small then too big to share: the small one's aggregate must leave first,
+        // or the key's records would reach the shard out of order.
+        let t0 = Instant::now();
+        let mut a = aggregator(Aggregation::PerShard, 10, 200);
+        let (small_1, _) = pending("k", "first", t0);
+        let (small_2, _) = pending("other", "second", t0);
+        let (big, _) = pending("k", &"x".repeat(300), t0);
+        assert!(a.add(Some(&at(0)), small_1).is_empty());
+        assert!(a.add(Some(&at(0)), small_2).is_empty());
+        let out = a.add(Some(&at(0)), big);
+        let sizes: Vec<Vec<usize>> =
+            out.iter().map(|e| e.users.iter().map(|u| u.record.data.len()).collect()).collect();
+        assert_eq!(sizes, [vec![5, 6], vec![300]]);
+        assert!(out[0].aggregated && !out[1].aggregated);
+        assert!(a.flush().is_empty());
+    }
+
+    #[test]
     fn a_record_too_big_to_share_goes_alone_and_count_limits_close_aggregates() {
         let t0 = Instant::now();
         let mut a = aggregator(Aggregation::PerShard, 2, 200);
@@ -544,6 +570,18 @@ mod tests {
                 out.extend(a.add(Some(&at(*s)), p));
             }
             out.extend(a.flush());
+            // Each shard's records come out in the order they went in.
+            let mut last = std::collections::HashMap::new();
+            for e in &out {
+                let shard = e.predicted.clone().expect("predicted");
+                for u in &e.users {
+                    let n: usize = u.record.partition_key.as_str()[4..].parse().unwrap();
+                    prop_assert_eq!(records[n].0, shard.as_str()[8..].parse::<u32>().unwrap());
+                    if let Some(before) = last.insert(shard.clone(), n) {
+                        prop_assert!(before < n, "{} after {} on {}", n, before, shard);
+                    }
+                }
+            }
             let mut seen = 0;
             for e in &out {
                 prop_assert!(e.users.len() <= max_count);
