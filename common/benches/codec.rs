@@ -13,6 +13,10 @@
 //! - `decode_in_range`: `deaggregate` with the full hash key range, which hashes every
 //!   partition key for the range check as the KCL does.
 //!
+//! The `…/16-aggregates` groups time sixteen such aggregates at a time, as the producer
+//! writes a request's: `md5` and `finish` one by one, and `seal_all` (`finish_unsealed` of
+//! each, then the sixteen digests computed together).
+//!
 //! Key schemes: `unique` gives every record its own 36-character key (UUID-like), `50keys`
 //! draws from 50 keys. Run: `cargo bench -p kinesis-common --bench codec`.
 
@@ -20,7 +24,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use kinesis_common::aggregation::{AggregateBuilder, UserRecord, deaggregate};
+use kinesis_common::aggregation::{AggregateBuilder, UserRecord, deaggregate, seal_all};
 use kinesis_common::{HashKeyRange, KinesisRecord, PartitionKey, SequenceNumber};
 use md5::{Digest, Md5};
 
@@ -114,6 +118,34 @@ fn codec(c: &mut Criterion) {
             group.bench_function("decode", |b| b.iter(|| deaggregate(black_box(&input), None)));
             group.bench_function("decode_in_range", |b| {
                 b.iter(|| deaggregate(black_box(&input), Some(HashKeyRange::FULL)))
+            });
+            group.finish();
+
+            let mut group =
+                c.benchmark_group(format!("codec/{label}/{}/16-aggregates", keys.name()));
+            group.throughput(Throughput::ElementsAndBytes {
+                elements: 16 * records.len() as u64,
+                bytes: 16 * aggregate.len() as u64,
+            });
+            let builders = vec![builder.clone(); 16];
+            let aggregates = vec![aggregate.clone(); 16];
+            group.bench_function("md5", |b| {
+                b.iter(|| aggregates.iter().map(|a| Md5::digest(&a[..])).collect::<Vec<_>>())
+            });
+            group.bench_function("finish", |b| {
+                b.iter(|| {
+                    black_box(&builders).iter().map(AggregateBuilder::finish).collect::<Vec<_>>()
+                })
+            });
+            group.bench_function("seal_all", |b| {
+                b.iter(|| {
+                    seal_all(
+                        black_box(&builders)
+                            .iter()
+                            .map(AggregateBuilder::finish_unsealed)
+                            .collect(),
+                    )
+                })
             });
             group.finish();
         }

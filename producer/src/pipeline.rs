@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, warn};
 
-use crate::aggregator::{Aggregator, KinesisEntry};
+use crate::aggregator::{self, Aggregator, KinesisEntry};
 use crate::barrier::Barrier;
 use crate::collector::{Batch, Collector};
 use crate::config::{ProducerConfig, RecordOrder};
@@ -528,7 +528,7 @@ impl Pipeline {
                     self.close_open_batch();
                     break;
                 }
-                match self.limiter.try_acquire(&shard, 1, front.entry.size(), now) {
+                match self.limiter.try_acquire(&shard, 1, front.size(), now) {
                     Ok(()) => {
                         let entry = self.pop_queue(&shard);
                         self.collect(entry);
@@ -558,6 +558,7 @@ impl Pipeline {
     }
 
     fn send(&mut self, mut entries: Vec<KinesisEntry>, now: Instant) {
+        aggregator::seal(&mut entries);
         let id = self.next_request;
         self.next_request += 1;
         let request: Vec<_> = entries
@@ -678,7 +679,7 @@ impl Pipeline {
             if half.is_empty() {
                 continue;
             }
-            let bytes = half.iter().map(|e| e.entry.size()).sum();
+            let bytes = half.iter().map(|e| e.size()).sum();
             for entry in &half {
                 self.hold(entry.predicted.as_ref());
             }
@@ -695,7 +696,7 @@ impl Pipeline {
                 // One latency sample per Kinesis record: its oldest user record's.
                 let oldest = entry.users.iter().map(|p| p.accepted_at).min().unwrap_or(now);
                 let waited = now.saturating_duration_since(oldest);
-                self.counters.put(entry.users.len(), entry.entry.size(), waited);
+                self.counters.put(entry.users.len(), entry.size(), waited);
                 let aggregated = entry.aggregated;
                 // Answered in place: a record is not moved again on its way out.
                 let mut users = entry.users;

@@ -121,6 +121,7 @@ mod tests {
                 explicit_hash_key: None,
                 data: "x".into(),
             },
+            unsealed: None,
             users,
             aggregated,
             deadline: now,

@@ -45,6 +45,7 @@
 mod decode;
 mod digest;
 mod encode;
+mod lanes;
 mod wire;
 
 use std::time::SystemTime;
@@ -57,7 +58,7 @@ pub use decode::{
     CorruptRecord, Deaggregated, DeaggregationOutcome, ProtobufError, deaggregate,
     deaggregate_with_limit,
 };
-pub use encode::{AggregateBuilder, Rejected};
+pub use encode::{AggregateBuilder, Rejected, Unsealed, seal_all};
 
 /// The four bytes every KPL aggregated record starts with (KPL `KinesisRecord::kMagic`).
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
