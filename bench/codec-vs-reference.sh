@@ -4,7 +4,10 @@
 #
 #   - Python aws-kinesis-agg 1.2.3 (+ six, which it imports without declaring), bench/py_agg.py
 #   - Node aws-kinesis-agg 4.2.8, bench/node_agg.js
-#   - this workspace's kinesis_common::aggregation, examples/src/bin/codec-bench.rs
+#   - this workspace's kinesis_common::aggregation, examples/src/bin/codec-bench.rs, twice:
+#     as the producer and the consumer use it (a PutRecords request's aggregates sealed
+#     together, a GetRecords page's de-aggregated together: several MD5 digests at once) and
+#     with --one-by-one (each aggregate finished and de-aggregated alone)
 #   - raw MD5 (md-5 0.11, in codec-bench) over the same aggregates: the floor
 #
 # For 100 B, 1 KiB and 10 KiB records (~50 MB of user data each, a distinct 36-character key
@@ -90,7 +93,7 @@ run_driver() {
 }
 
 # Rounds interleave the implementations, so that the load of a shared machine falls on all
-# three alike; each round runs every implementation once on every workload.
+# of them alike; each round runs every implementation once on every workload.
 for max in $MAX_SIZES; do
     for ((round = 1; round <= RUNS; round++)); do
         for spec in $WORKLOADS; do
@@ -111,6 +114,8 @@ for max in $MAX_SIZES; do
             fi
             run_driver "$round" "$RUST_BIN" run --workload "$file" --max-size "$max" --runs 1 \
                 "${keep[@]}"
+            run_driver "$round" "$RUST_BIN" run --workload "$file" --max-size "$max" --runs 1 \
+                --one-by-one
         done
     done
 done

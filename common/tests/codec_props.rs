@@ -5,12 +5,14 @@
 //! - a differential check against `prost`, an independent protobuf implementation: our
 //!   encoder writes exactly what prost writes for the same message, and our decoder accepts
 //!   exactly the prost-encoded messages it should;
-//! - robustness: any bytes at all into `deaggregate` never panic and never lose data.
+//! - robustness: any bytes at all into `deaggregate` never panic and never lose data;
+//! - the batch forms: `seal_all` writes what `finish` writes, `deaggregate_all` returns what
+//!   `deaggregate` returns record by record.
 
 use bytes::Bytes;
 use kinesis_common::aggregation::{
     AggregateBuilder, CorruptRecord, DeaggregationOutcome, MAGIC, UserRecord, deaggregate,
-    deaggregate_with_limit,
+    deaggregate_all, deaggregate_with_limit, seal_all,
 };
 use kinesis_common::compression::{self, Codec};
 use kinesis_common::{HashKey, HashKeyRange, KinesisRecord, PartitionKey, SequenceNumber};
@@ -352,6 +354,79 @@ proptest! {
         if !reframe {
             let mismatch = matches!(out.outcome, DeaggregationOutcome::PassedThrough(CorruptRecord::DigestMismatch));
             prop_assert!(mismatch);
+        }
+    }
+
+    #[test]
+    fn seal_all_writes_what_finish_writes(aggregates in vec(vec(user_record(), 0..30), 0..40)) {
+        let builders: Vec<AggregateBuilder> = aggregates
+            .into_iter()
+            .map(|records| {
+                let mut builder = AggregateBuilder::new();
+                for record in records {
+                    builder.push(record);
+                }
+                builder
+            })
+            .collect();
+        let unsealed: Vec<_> = builders.iter().map(AggregateBuilder::finish_unsealed).collect();
+        for (builder, unsealed) in builders.iter().zip(&unsealed) {
+            prop_assert_eq!(unsealed.len(), builder.encoded_len());
+        }
+        let sealed = seal_all(unsealed);
+        prop_assert_eq!(sealed.len(), builders.len());
+        for (builder, sealed) in builders.iter().zip(sealed) {
+            prop_assert_eq!(builder.finish(), sealed);
+        }
+    }
+
+    /// A page of Kinesis records of every kind (aggregates, corrupt aggregates, compressed
+    /// aggregates, plain data, arbitrary bytes behind the magic) de-aggregates together
+    /// exactly as record by record.
+    #[test]
+    fn deaggregate_all_agrees_with_deaggregate(
+        page in vec(
+            (vec(user_record(), 0..12), 0u8..5, vec((any::<prop::sample::Index>(), any::<u8>()), 0..3)),
+            0..40,
+        ),
+    ) {
+        let inputs: Vec<KinesisRecord> = page
+            .into_iter()
+            .map(|(records, kind, flips)| {
+                let mut builder = AggregateBuilder::new();
+                for record in records {
+                    builder.push(record);
+                }
+                let encoded = builder.finish().to_vec();
+                let data = match kind {
+                    // As encoded.
+                    0 => encoded,
+                    // Bytes flipped: most likely a digest mismatch.
+                    1 => {
+                        let mut data = encoded;
+                        for (at, byte) in flips {
+                            let at = at.index(data.len());
+                            data[at] ^= byte | 1;
+                        }
+                        data
+                    }
+                    // Compressed.
+                    2 => compression::compress(Codec::Zstd, Some(1), &encoded).unwrap().to_vec(),
+                    // The magic and a few bytes: too short, or a digest of nothing much.
+                    3 => encoded[..encoded.len().min(4 + flips.len() * 7)].to_vec(),
+                    // Plain data.
+                    _ => encoded[4..].to_vec(),
+                };
+                kinesis_record(data)
+            })
+            .collect();
+        for range in [None, Some(HashKeyRange::FULL), Some(HashKeyRange::new(HashKey(0), HashKey(1 << 127)).unwrap())] {
+            let together = deaggregate_all(&inputs, range);
+            prop_assert_eq!(together.len(), inputs.len());
+            for (input, together) in inputs.iter().zip(&together) {
+                let alone = deaggregate(input, range);
+                prop_assert_eq!(format!("{together:?}"), format!("{alone:?}"));
+            }
         }
     }
 

@@ -1,11 +1,14 @@
 //! Any bytes as the data of a Kinesis record: `deaggregate` must not panic, must not lose
-//! data, and whatever it accepts as an aggregate must survive a re-encode unchanged.
+//! data, and whatever it accepts as an aggregate must survive a re-encode unchanged; in a page
+//! with copies and pieces of itself, `deaggregate_all` must give each record what
+//! `deaggregate` gives it alone.
 
 #![no_main]
 
 use bytes::Bytes;
 use kinesis_common::aggregation::{
-    AggregateBuilder, Deaggregated, DeaggregationOutcome, UserRecord, deaggregate_with_limit,
+    AggregateBuilder, Deaggregated, DeaggregationOutcome, UserRecord, deaggregate_all_with_limit,
+    deaggregate_with_limit,
 };
 use kinesis_common::{HashKey, HashKeyRange, KinesisRecord, PartitionKey, SequenceNumber};
 use libfuzzer_sys::fuzz_target;
@@ -50,6 +53,22 @@ fuzz_target!(|data: &[u8]| {
     for range in [None, Some(HashKeyRange::FULL), Some(narrow)] {
         let out = deaggregate_with_limit(&input, range, MAX_DECOMPRESSED);
         check(&input, &out);
+    }
+
+    // A page: the input twice (so that at least two digests are computed together when it
+    // looks like an aggregate) and its two halves.
+    let half = data.len() / 2;
+    let page: Vec<KinesisRecord> = [data, data, &data[..half], &data[half..]]
+        .into_iter()
+        .map(|bytes| KinesisRecord { data: Bytes::copy_from_slice(bytes), ..input.clone() })
+        .collect();
+    for range in [None, Some(narrow)] {
+        let together = deaggregate_all_with_limit(&page, range, MAX_DECOMPRESSED);
+        assert_eq!(together.len(), page.len());
+        for (record, out) in page.iter().zip(&together) {
+            let alone = deaggregate_with_limit(record, range, MAX_DECOMPRESSED);
+            assert_eq!(format!("{out:?}"), format!("{alone:?}"));
+        }
     }
 
     // Re-encode what was accepted as an aggregate: decoding that must give the same records.

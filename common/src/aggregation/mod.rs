@@ -55,8 +55,8 @@ use bytes::Bytes;
 use crate::{ExtendedSequenceNumber, HashKey, PartitionKey, SequenceNumber, SharedStr};
 
 pub use decode::{
-    CorruptRecord, Deaggregated, DeaggregationOutcome, ProtobufError, deaggregate,
-    deaggregate_with_limit,
+    CorruptRecord, Deaggregated, DeaggregationOutcome, ProtobufError, deaggregate, deaggregate_all,
+    deaggregate_all_with_limit, deaggregate_with_limit,
 };
 pub use encode::{AggregateBuilder, Rejected, Unsealed, seal_all};
 

@@ -24,7 +24,7 @@ pub(crate) mod polling;
 use std::time::SystemTime;
 
 use kinesis_common::aggregation::{
-    DeaggregationOutcome, KinesisClientRecord, deaggregate_with_limit,
+    DeaggregationOutcome, KinesisClientRecord, deaggregate_all_with_limit,
 };
 use kinesis_common::{
     ApiError, ChildShard, ExtendedSequenceNumber, HashKeyRange, KinesisRecord, SequenceNumber,
@@ -152,6 +152,9 @@ impl BatchBuilder {
             kinesis_records: records.len(),
             ..FetchedBatch::default()
         };
+        // Records already delivered (a retried page) are skipped; the rest are de-aggregated
+        // together, so that the digests of the page's aggregates are computed at once.
+        let mut fresh = Vec::with_capacity(records.len());
         for record in records {
             if let Some(last) = &self.last_sequence
                 && record.sequence_number <= *last
@@ -161,13 +164,19 @@ impl BatchBuilder {
             }
             self.last_sequence = Some(record.sequence_number.clone());
             batch.bytes += record.data.len();
+            fresh.push(record);
+        }
+        let deaggregated = deaggregate_all_with_limit(
+            fresh.iter().copied(),
+            self.hash_range,
+            self.max_decompressed_len,
+        );
+        for (record, deaggregated) in fresh.into_iter().zip(deaggregated) {
             if let Some(checkpoint) = &self.skip_through
                 && checkpoint.sequence().is_none_or(|sequence| record.sequence_number > *sequence)
             {
                 self.skip_through = None;
             }
-            let deaggregated =
-                deaggregate_with_limit(record, self.hash_range, self.max_decompressed_len);
             match deaggregated.outcome {
                 DeaggregationOutcome::PassedThrough(_) => batch.corrupt += 1,
                 DeaggregationOutcome::FilteredOut { dropped, .. } => batch.filtered_out += dropped,

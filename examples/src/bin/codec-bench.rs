@@ -3,10 +3,18 @@
 //! Node `aws-kinesis-agg`), with raw MD5 over the same aggregates as the floor.
 //!
 //! - `run`: reads a workload file, then per run aggregates every user record into aggregates of
-//!   at most `--max-size` bytes ([`AggregateBuilder::try_push`], a full aggregate is finished
-//!   and a new one started, as the reference aggregators do), de-aggregates every aggregate
-//!   back ([`deaggregate`], digest checked, no shard range), and computes the MD5 of every
-//!   aggregate's bytes. Prints one JSON line with the seconds of each run.
+//!   at most `--max-size` bytes ([`AggregateBuilder::try_push`]; a full aggregate is closed and
+//!   a new one started, as the reference aggregators do), de-aggregates every aggregate back
+//!   (digest checked, no shard range), and computes the MD5 of every aggregate's bytes one by
+//!   one (md-5, the floor). Prints one JSON line with the seconds of each run.
+//!
+//!   Both directions batch their digests as the producer and the consumer do: closed
+//!   aggregates are sealed together ([`seal_all`]) a PutRecords request at a time (at most
+//!   500 aggregates and 5 MiB with their one-byte partition keys, so four 1 MiB aggregates or
+//!   a hundred 51 200-byte ones), and aggregates are de-aggregated a GetRecords page at a time
+//!   ([`deaggregate_all`]: at most 10 000 records and 10 MiB). `--one-by-one` finishes and
+//!   de-aggregates each aggregate alone instead ([`AggregateBuilder::finish`], [`deaggregate`]).
+//!   The aggregates are the same bytes either way.
 //! - `verify`: de-aggregates an aggregates file written by any of the three drivers and checks
 //!   that it holds exactly the workload's records, in order. Exit status 1 if not.
 //!
@@ -25,7 +33,8 @@ use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use kinesis_common::aggregation::{
-    AggregateBuilder, DeaggregationOutcome, UserRecord, deaggregate,
+    AggregateBuilder, Deaggregated, DeaggregationOutcome, Unsealed, UserRecord, deaggregate,
+    deaggregate_all, seal_all,
 };
 use kinesis_common::{HashKey, KinesisRecord, PartitionKey, SequenceNumber};
 
@@ -37,6 +46,12 @@ const AGGREGATES_MAGIC: &[u8; 4] = b"KBA1";
 /// by default (Python `aws_kinesis_agg.MAX_BYTES_PER_RECORD`, Node `KINESIS_MAX_PAYLOAD_BYTES`
 /// plus magic and digest).
 const ONE_MIB: usize = 1024 * 1024;
+/// PutRecords: most records and bytes (data and partition keys) per request.
+const REQUEST_RECORDS: usize = 500;
+const REQUEST_BYTES: usize = 5 * ONE_MIB;
+/// GetRecords: most records and bytes per page.
+const PAGE_RECORDS: usize = 10_000;
+const PAGE_BYTES: usize = 10 * ONE_MIB;
 
 #[derive(Debug, Parser)]
 #[command(version, about = "KPL codec throughput on a workload file, for the reference comparison")]
@@ -61,6 +76,10 @@ enum Command {
         /// Write the aggregates of the first run to this file.
         #[arg(long)]
         write_aggregates: Option<PathBuf>,
+        /// Finish and de-aggregate each aggregate alone, digests one at a time, instead of a
+        /// PutRecords request's or a GetRecords page's at once.
+        #[arg(long)]
+        one_by_one: bool,
     },
     /// Check that an aggregates file holds exactly the workload's records, in order.
     Verify {
@@ -75,8 +94,8 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Args::parse().command {
-        Command::Run { workload, max_size, runs, write_aggregates } => {
-            run(&workload, max_size, runs, write_aggregates.as_deref())
+        Command::Run { workload, max_size, runs, write_aggregates, one_by_one } => {
+            run(&workload, max_size, runs, write_aggregates.as_deref(), one_by_one)
         }
         Command::Verify { workload, aggregates } => verify(&workload, &aggregates),
     }
@@ -162,33 +181,94 @@ fn as_kinesis_records(aggregates: &[Bytes]) -> anyhow::Result<Vec<KinesisRecord>
         .collect())
 }
 
+/// Closed aggregates waiting to be sealed a PutRecords request at a time.
+struct Request {
+    unsealed: Vec<Unsealed>,
+    /// Their size in the request: data plus the one-byte outer partition key each.
+    bytes: usize,
+}
+
+impl Request {
+    fn add(&mut self, aggregate: Unsealed, sealed: &mut Vec<Bytes>) {
+        let size = aggregate.len() + 1;
+        if self.unsealed.len() == REQUEST_RECORDS || self.bytes + size > REQUEST_BYTES {
+            self.seal(sealed);
+        }
+        self.bytes += size;
+        self.unsealed.push(aggregate);
+    }
+
+    fn seal(&mut self, sealed: &mut Vec<Bytes>) {
+        sealed.extend(seal_all(std::mem::take(&mut self.unsealed)));
+        self.bytes = 0;
+    }
+}
+
 /// Packs `records` in order into aggregates of at most `max_size` bytes.
-fn aggregate(records: Vec<UserRecord>, max_size: usize) -> anyhow::Result<Vec<Bytes>> {
+fn aggregate(
+    records: Vec<UserRecord>,
+    max_size: usize,
+    one_by_one: bool,
+) -> anyhow::Result<Vec<Bytes>> {
     let mut aggregates = Vec::new();
+    let mut request = Request { unsealed: Vec::new(), bytes: 0 };
+    let mut close = |builder: &AggregateBuilder, aggregates: &mut Vec<Bytes>| {
+        if one_by_one {
+            aggregates.push(builder.finish());
+        } else {
+            request.add(builder.finish_unsealed(), aggregates);
+        }
+    };
     let mut builder = AggregateBuilder::new();
     for record in records {
         if let Err(rejected) = builder.try_push(record, max_size) {
             ensure!(!builder.is_empty(), "a record does not fit an aggregate of {max_size} bytes");
-            aggregates.push(builder.finish());
+            close(&builder, &mut aggregates);
             builder.clear();
             builder.try_push(rejected.record, max_size)?;
         }
     }
     if !builder.is_empty() {
-        aggregates.push(builder.finish());
+        close(&builder, &mut aggregates);
     }
+    request.seal(&mut aggregates);
     Ok(aggregates)
 }
 
 /// De-aggregates every aggregate; returns the user records found.
-fn deaggregate_all(inputs: &[KinesisRecord]) -> anyhow::Result<usize> {
+fn deaggregate_every(inputs: &[KinesisRecord], one_by_one: bool) -> anyhow::Result<usize> {
     let mut found = 0;
-    for input in inputs {
-        let deaggregated = deaggregate(input, None);
+    let mut count = |deaggregated: Deaggregated| {
         if !matches!(deaggregated.outcome, DeaggregationOutcome::Aggregated) {
             bail!("not a valid aggregate: {:?}", deaggregated.outcome);
         }
         found += deaggregated.records.len();
+        Ok(())
+    };
+    if one_by_one {
+        for input in inputs {
+            count(deaggregate(input, None))?;
+        }
+    } else {
+        let mut rest = inputs;
+        while !rest.is_empty() {
+            // A GetRecords page: records up to the count and size limits.
+            let mut bytes = 0;
+            let page = rest
+                .iter()
+                .take(PAGE_RECORDS)
+                .take_while(|r| {
+                    bytes += r.data.len();
+                    bytes <= PAGE_BYTES
+                })
+                .count()
+                .max(1);
+            let (now, later) = rest.split_at(page);
+            for deaggregated in deaggregate_all(now, None) {
+                count(deaggregated)?;
+            }
+            rest = later;
+        }
     }
     Ok(found)
 }
@@ -204,6 +284,7 @@ fn run(
     max_size: usize,
     runs: usize,
     write_to: Option<&Path>,
+    one_by_one: bool,
 ) -> anyhow::Result<()> {
     let records = read_workload(workload)?;
     let user_bytes: usize = records.iter().map(|r| r.data.len()).sum();
@@ -214,12 +295,12 @@ fn run(
         // only) is not timed.
         let input = records.clone();
         let started = Instant::now();
-        let aggregates = aggregate(black_box(input), max_size)?;
+        let aggregates = aggregate(black_box(input), max_size, one_by_one)?;
         let aggregated = started.elapsed();
 
         let inputs = as_kinesis_records(&aggregates)?;
         let started = Instant::now();
-        let found = deaggregate_all(black_box(&inputs))?;
+        let found = deaggregate_every(black_box(&inputs), one_by_one)?;
         let deaggregated = started.elapsed();
         ensure!(found == records.len(), "de-aggregated {found} of {} records", records.len());
 
@@ -242,7 +323,7 @@ fn run(
     println!(
         "{}",
         serde_json::json!({
-            "impl": "rust",
+            "impl": if one_by_one { "rust-one-by-one" } else { "rust" },
             "workload": workload.display().to_string(),
             "records": records.len(),
             "user_bytes": user_bytes,
