@@ -125,6 +125,15 @@ impl Pending {
         (bytes > 0).then_some(bytes)
     }
 
+    /// Brings what answering the record touches into the cache ahead of time (see
+    /// [`Reply::prefetch`]).
+    #[inline]
+    pub(crate) fn prefetch_reply(&self) {
+        if let Some(reply) = &self.reply {
+            reply.prefetch();
+        }
+    }
+
     /// Answers a successful write. The record stays, answered, to be dropped with the others
     /// of its Kinesis record.
     pub(crate) fn deliver(

@@ -700,7 +700,16 @@ impl Pipeline {
                 let aggregated = entry.aggregated;
                 // Answered in place: a record is not moved again on its way out.
                 let mut users = entry.users;
-                for (index, user) in users.iter_mut().enumerate() {
+                // Slots are asked for this many records ahead of the one answered.
+                const AHEAD: usize = 8;
+                for user in users.iter().take(AHEAD) {
+                    user.prefetch_reply();
+                }
+                for index in 0..users.len() {
+                    if let Some(ahead) = users.get(index + AHEAD) {
+                        ahead.prefetch_reply();
+                    }
+                    let user = &mut users[index];
                     let (generation, share) = (user.generation, user.take_budget());
                     let sub = aggregated.then_some(index as u64);
                     user.deliver(shard_id.clone(), sequence_number.clone(), sub, now);

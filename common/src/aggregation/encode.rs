@@ -308,8 +308,8 @@ impl AggregateBuilder {
     #[inline(always)]
     fn encode_protobuf(&self, buf: &mut Vec<u8>, mut written: impl FnMut(&[u8])) {
         buf.extend_from_slice(&MAGIC);
-        for &first in &self.partition_keys.first_use {
-            let key = self.records[first as usize].partition_key.as_bytes();
+        for index in 0..self.partition_keys.len() {
+            let key = self.partition_keys.key(index);
             buf.push(TAG_PARTITION_KEY_TABLE);
             put_varint(buf, key.len() as u64);
             buf.extend_from_slice(key);
@@ -408,7 +408,10 @@ impl AggregateBuilder {
         let position = position as u32;
         let partition_key = match placement.partition_key.index {
             Some(index) => index,
-            None => self.partition_keys.insert(&placement.partition_key, &self.records, position),
+            None => self.partition_keys.insert(
+                &placement.partition_key,
+                self.records[position as usize].partition_key.as_bytes(),
+            ),
         };
         let explicit_hash_key = match (
             self.records[position as usize].explicit_hash_key,
@@ -450,8 +453,12 @@ struct Lookup {
 /// match is confirmed by comparing the keys, so collisions cost time, never correctness.
 #[derive(Debug, Clone, Default)]
 struct PartitionKeyTable {
-    /// For each table entry, the position of the record that first used the key.
-    first_use: Vec<u32>,
+    /// The entries' keys, one after the other: looking a key up and writing the table read
+    /// this compact text rather than the records (scattered, and out of the cache by then
+    /// when many aggregates fill at once).
+    text: Vec<u8>,
+    /// Where each entry's key ends in `text`.
+    ends: Vec<u32>,
     /// Empty (0), or the high 32 bits of the key's hash above its table index + 1.
     slots: Vec<u64>,
     hasher: KeyHasher,
@@ -468,7 +475,14 @@ const FLOOD_PROBES: usize = if cfg!(test) { 4 } else { 64 };
 
 impl PartitionKeyTable {
     fn len(&self) -> usize {
-        self.first_use.len()
+        self.ends.len()
+    }
+
+    /// The key of entry `index`.
+    #[inline(always)]
+    fn key(&self, index: usize) -> &[u8] {
+        let start = if index == 0 { 0 } else { self.ends[index - 1] as usize };
+        &self.text[start..self.ends[index] as usize]
     }
 
     /// Looks `key` up. `indexes` are the records' table indexes, parallel to `records`.
@@ -484,14 +498,14 @@ impl PartitionKeyTable {
         if self.slots.is_empty() {
             return Lookup { index: None, hash, slot: 0, probes: 0 };
         }
-        let (index, slot, probes) =
-            self.probe(hash, |first| records[first].partition_key.same_as(key));
+        let key = key.as_bytes();
+        let (index, slot, probes) = self.probe(hash, |index| self.key(index) == key);
         Lookup { index, hash, slot, probes }
     }
 
-    /// Follows `hash`'s probe sequence to the entry `is_key` accepts (given the position of
-    /// the record that first used the entry's key) or to an empty slot. Returns the entry's
-    /// index, the slot it stopped at and how many slots it looked at.
+    /// Follows `hash`'s probe sequence to the entry `is_key` accepts (given the entry's index)
+    /// or to an empty slot. Returns the entry's index, the slot it stopped at and how many
+    /// slots it looked at.
     #[inline(always)]
     fn probe(&self, hash: u64, is_key: impl Fn(usize) -> bool) -> (Option<u32>, usize, usize) {
         let mask = self.slots.len() - 1;
@@ -504,7 +518,7 @@ impl PartitionKeyTable {
                 return (None, at, step + 1);
             }
             let index = (slot as u32).wrapping_sub(1);
-            if slot >> 32 == tag && is_key(self.first_use[index as usize] as usize) {
+            if slot >> 32 == tag && is_key(index as usize) {
                 return (Some(index), at, step + 1);
             }
             step += 1;
@@ -512,15 +526,15 @@ impl PartitionKeyTable {
         }
     }
 
-    /// Adds the key of `records[position]`, which [`find`](Self::find) did not find, as used
-    /// first by that record; returns its table index.
+    /// Adds `key`, which [`find`](Self::find) did not find; returns its table index.
     #[inline]
-    fn insert(&mut self, lookup: &Lookup, records: &[UserRecord], position: u32) -> u32 {
-        let index = self.first_use.len() as u32;
-        self.first_use.push(position);
+    fn insert(&mut self, lookup: &Lookup, key: &[u8]) -> u32 {
+        let index = self.ends.len() as u32;
+        self.text.extend_from_slice(key);
+        self.ends.push(self.text.len() as u32);
         let slot = (lookup.hash >> 32) << 32 | u64::from(index + 1);
         let mut probes = lookup.probes;
-        if self.first_use.len() * 2 > self.slots.len() {
+        if self.ends.len() * 2 > self.slots.len() {
             probes = probes.max(self.grow());
             let (_, at, new_probes) = self.probe(lookup.hash, |_| false);
             self.slots[at] = slot;
@@ -531,7 +545,7 @@ impl PartitionKeyTable {
         }
         if probes > FLOOD_PROBES && !self.hasher.is_hardened() {
             self.hasher.harden();
-            self.rehash(records);
+            self.rehash();
         }
         index
     }
@@ -559,17 +573,18 @@ impl PartitionKeyTable {
 
     /// Hashes every key again (after the hasher changed) into slots as many as before.
     #[cold]
-    fn rehash(&mut self, records: &[UserRecord]) {
+    fn rehash(&mut self) {
         self.slots.fill(0);
-        for (index, &first) in self.first_use.iter().enumerate() {
-            let hash = self.hasher.hash(records[first as usize].partition_key.as_bytes());
+        for index in 0..self.len() {
+            let hash = self.hasher.hash(self.key(index));
             let (_, at, _) = self.probe(hash, |_| false);
             self.slots[at] = (hash >> 32) << 32 | (index as u64 + 1);
         }
     }
 
     fn clear(&mut self) {
-        self.first_use.clear();
+        self.text.clear();
+        self.ends.clear();
         self.slots.fill(0);
         self.hasher.soften();
     }
