@@ -38,6 +38,11 @@
 //!   valid aggregate, or the Kinesis record's data unchanged as one plain record, or, when a
 //!   shard's hash key range rules the aggregate out, nothing, with an outcome that says so.
 //! - One level only: an aggregate inside a user record stays that user record's data.
+//! - Batches give the same bytes and results, faster: [`seal_all`] writes the digests of
+//!   several aggregates encoded with [`AggregateBuilder::finish_unsealed`], and
+//!   [`deaggregate_all`] de-aggregates several Kinesis records; both compute the MD5 digests
+//!   together, sixteen at a time in SIMD lanes on x86-64 processors with AVX-512 or AVX2
+//!   (detected at run time), one at a time otherwise.
 //!
 //! The compression envelope of [`crate::compression`] is undone by [`deaggregate`] before it
 //! looks for an aggregate.
