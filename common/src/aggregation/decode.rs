@@ -180,8 +180,8 @@ pub fn deaggregate_with_limit(
 
 /// [`deaggregate`] for several Kinesis records (a GetRecords page, say): the same result for
 /// each, in order, but the digests of the aggregates are computed together, sixteen at a time
-/// on x86-64 processors with AVX2 (see [`seal_all`](super::seal_all)), which is several times
-/// faster when the page holds several aggregates.
+/// on x86-64 processors with AVX-512 or AVX2 (see [`seal_all`](super::seal_all)), which is
+/// several times faster when the page holds several aggregates.
 pub fn deaggregate_all<'a>(
     records: impl IntoIterator<Item = &'a KinesisRecord>,
     shard_range: Option<HashKeyRange>,

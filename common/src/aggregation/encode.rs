@@ -59,8 +59,8 @@ impl Unsealed {
 }
 
 /// Writes the digests of several aggregates, computing them together: on x86-64 processors
-/// with AVX2, eight MD5 digests advance at once, several times the throughput of digesting
-/// the aggregates one by one (see `BENCHMARKS.md`). `seal_all(v)[i]` is byte for byte what
+/// with AVX-512 or AVX2, sixteen MD5 digests advance at once, several times the throughput of
+/// digesting the aggregates one by one (see `BENCHMARKS.md`). `seal_all(v)[i]` is byte for byte what
 /// `finish` of the builder behind `v[i]` returns.
 ///
 /// ```
