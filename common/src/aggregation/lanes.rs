@@ -40,18 +40,17 @@ const MIN_BATCH: usize = 2;
 ///
 /// # Panics
 /// If the two slices differ in length.
-pub(crate) fn digest_each<M: AsRef<[u8]>>(messages: &[M], out: &mut [[u8; DIGEST_LEN]]) {
+pub(crate) fn digest_each(messages: &[&[u8]], out: &mut [[u8; DIGEST_LEN]]) {
     assert_eq!(messages.len(), out.len(), "one digest per message");
     #[cfg(target_arch = "x86_64")]
     if messages.len() >= MIN_BATCH
         && let Some(engine) = x86::engine()
     {
-        let messages: Vec<&[u8]> = messages.iter().map(AsRef::as_ref).collect();
-        digest_lanes(&messages, out, engine);
+        digest_lanes(messages, out, engine);
         return;
     }
     for (message, digest) in messages.iter().zip(out) {
-        *digest = Md5::digest(message.as_ref()).into();
+        *digest = Md5::digest(message).into();
     }
 }
 
@@ -463,7 +462,8 @@ mod tests {
 
     fn digests(messages: &[Vec<u8>]) -> Vec<[u8; DIGEST_LEN]> {
         let mut out = vec![[0u8; DIGEST_LEN]; messages.len()];
-        digest_each(messages, &mut out);
+        let slices: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        digest_each(&slices, &mut out);
         out
     }
 
